@@ -1,0 +1,3 @@
+from factrfm.cli import main
+
+raise SystemExit(main())
