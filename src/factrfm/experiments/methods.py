@@ -146,6 +146,7 @@ def _mlp(params: dict, seed: int, threads: int, task: str) -> Any:
         learning_rate_init=1e-3,
         batch_size=128,
         max_iter=200,
+        early_stopping=True,  # 10 % of the training part, seeded; stops after 10 flat epochs
         n_iter_no_change=10,
         random_state=seed,
     )
@@ -245,13 +246,20 @@ class RFMMethod:
         The final params fix ``ridge`` to the chosen float and ``n_iter`` to the chosen
         iteration, with ``iteration_selection="last"``.
         """
+        if task == "classification" and np.unique(y_tr).size < 2:
+            # A single training class: the constant prediction, no metric to learn.
+            val = score(task, y_val, np.full(y_val.shape, y_tr[0]))
+            return val, {**params, "ridge": RIDGES[0], "n_iter": 0}
         est = self.make(
             {"ridge": RIDGES, "iteration_selection": "validation", "refit": False, **params},
             seed,
             threads,
             task,
         )
-        est.fit(X_tr, y_tr, eval_set=(X_val, y_val))
+        # Validation rows of a class absent from training cannot be fitted; the estimator selects
+        # on the other rows, and they still count as errors in the returned score.
+        seen = np.isin(y_val, y_tr) if task == "classification" else np.ones(len(y_val), bool)
+        est.fit(X_tr, y_tr, eval_set=(X_val[seen], y_val[seen]))
         val = score(task, y_val, est.predict(X_val))
         final = dict(params)
         final["ridge"] = float(est.ridge_)
@@ -260,7 +268,8 @@ class RFMMethod:
 
     def make_final(self, params: dict, seed: int, threads: int, task: str) -> Any:
         """The estimator for the reported fits: fixed ridge and iteration count, no selection."""
-        return self.make({**params, "iteration_selection": "last"}, seed, threads, task)
+        est = self.make({**params, "iteration_selection": "last"}, seed, threads, task)
+        return _EncodedClassifier(est) if task == "classification" else est
 
 
 def _product(**axes: list) -> tuple[dict, ...]:
