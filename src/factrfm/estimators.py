@@ -226,12 +226,19 @@ class _RFMBase(BaseEstimator):
         return val_outputs, Yv
 
     def _outputs(self, X) -> np.ndarray:
+        # Predictions are computed in float64 whatever the training dtype: they cost one
+        # kernel row per point, and this makes every row's output independent of the batch
+        # it comes in (float32 GEMMs round differently for different batch sizes).
         check_is_fitted(self, "alpha_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
+        if self.preprocessor_ is not None:
+            X = self.preprocessor_.transform(X)
+        X = torch.as_tensor(X, dtype=torch.float64, device=self.centres_.device)
         out = predict_kernel(
-            self.kernel_, self._transform(X), self.centres_, self.alpha_, self.M_, self.block_size
+            self.kernel_, X, self.centres_.double(), self.alpha_.double(), self.M_,
+            self.block_size,
         )
-        return out.double().cpu().numpy()
+        return out.cpu().numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -389,10 +396,12 @@ class RFMClassifier(ClassifierMixin, _RFMBase):
         return out[:, 1] - out[:, 0] if len(self.classes_) == 2 else out
 
     def predict(self, X):
-        return self.classes_[self._outputs(X).argmax(1)]
+        out = self._outputs(X)
+        return self.classes_[out.argmax(1)]
 
     def predict_proba(self, X):
-        out = self._outputs(X) / self.temperature_
+        out = self._outputs(X)
+        out /= self.temperature_
         out -= out.max(1, keepdims=True)
         p = np.exp(out)
         return p / p.sum(1, keepdims=True)
