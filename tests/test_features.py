@@ -175,3 +175,15 @@ def test_normalizations():
     assert normalize_metric(M, "none") is M
     with pytest.raises(ValueError, match="normalize"):
         normalize_metric(M, "median")
+
+
+@pytest.mark.parametrize("c", [1, 30])  # product route (small c) and entry-wise route (large c)
+@pytest.mark.parametrize("kernel", [KERNELS[0], KERNELS[5]], ids=[IDS[0], IDS[5]])
+def test_fact_matrix_routes_match_the_jacobian_formula(kernel, c):
+    from factrfm.features import _fact_operand
+
+    X, alpha, M = _problem(seed=9, n=17, d=4, c=c)
+    assert (_fact_operand(alpha, X) is None) == (c == 30)
+    G = jacobians(kernel, X, X, alpha, M)
+    ref = torch.einsum("ncd,nc,ne->de", G, alpha, X) / len(X)
+    assert _rel(feature_matrices(kernel, X, alpha, M, agop=False).fact, ref) <= 1e-6
