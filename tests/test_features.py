@@ -154,7 +154,8 @@ def test_diag_update_keeps_only_the_diagonal():
 
 def test_psd_power_clips_roundoff_negatives():
     v = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
-    A = v @ v.T - 1e-14 * torch.eye(2, dtype=torch.float64)  # rank one, one tiny negative eigenvalue
+    # rank one, with one tiny negative eigenvalue
+    A = v @ v.T - 1e-14 * torch.eye(2, dtype=torch.float64)
     R = psd_power(A, 0.5)
     assert torch.isfinite(R).all()
     assert torch.allclose(R @ R, v @ v.T, atol=1e-6)

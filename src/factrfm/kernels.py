@@ -56,7 +56,9 @@ def row_blocks(n: int, block_rows: int) -> Iterator[slice]:
 
 def _check_metric(M: torch.Tensor, d: int) -> None:
     if M.shape != (d, d):
-        raise ValueError(f"M must have shape ({d}, {d}) to match {d} features, got {tuple(M.shape)}")
+        raise ValueError(
+            f"M must have shape ({d}, {d}) to match {d} features, got {tuple(M.shape)}"
+        )
 
 
 class Kernel:
@@ -203,7 +205,7 @@ class GaussianKernel(RadialKernel):
 
 
 class PolynomialKernel(Kernel):
-    """``k(x, z) = (x^T M z + coef0)^degree``; the default is the quadratic kernel ``(x^T M z)^2``."""
+    """``k(x, z) = (x^T M z + coef0)^degree``; the default is the quadratic ``(x^T M z)^2``."""
 
     radial = False
 
