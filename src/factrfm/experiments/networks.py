@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=f"results/{COMMAND}", help="output folder")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: small matrices gain nothing from more, "
+                             "and lose much on a busy machine)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run for tests: width 16, 10 epochs, 100 L-BFGS iterations")
     parser.add_argument("--no-plot", action="store_true", help="write numbers only")
