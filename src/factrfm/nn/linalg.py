@@ -50,7 +50,12 @@ def pearson(A: torch.Tensor, B: torch.Tensor) -> float:
     a = a - a.mean()
     b = b - b.mean()
     den = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
-    return float((a @ b) / den) if den > 0 else float("nan")
+    return _clip_unit(float((a @ b) / den)) if den > 0 else float("nan")
+
+
+def _clip_unit(v: float) -> float:
+    """Clip round-off beyond ±1 (a score of exactly equal matrices can come out as 1 + 2e-16)."""
+    return min(1.0, max(-1.0, v))
 
 
 def cosine(A: torch.Tensor, B: torch.Tensor) -> float:
@@ -60,7 +65,7 @@ def cosine(A: torch.Tensor, B: torch.Tensor) -> float:
     """
     a, b = _flat_pair(A, B)
     den = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
-    return float((a @ b) / den) if den > 0 else float("nan")
+    return _clip_unit(float((a @ b) / den)) if den > 0 else float("nan")
 
 
 def relative_error(A: torch.Tensor, ref: torch.Tensor) -> float:
