@@ -8,7 +8,6 @@ from factrfm.features import (
     feature_matrices,
     jacobians,
     normalize_metric,
-    psd_power,
     update_metric,
 )
 from factrfm.kernels import (
@@ -17,6 +16,7 @@ from factrfm.kernels import (
     LaplaceKernel,
     PolynomialKernel,
 )
+from factrfm.linalg import psd_power
 
 KERNELS = [
     LaplaceKernel(2.0),

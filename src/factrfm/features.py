@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from factrfm.kernels import Kernel, default_block_rows, row_blocks
+from factrfm.linalg import psd_power
 
 __all__ = [
     "RULES",
@@ -32,7 +33,6 @@ __all__ = [
     "jacobians",
     "feature_matrices",
     "FeatureMatrices",
-    "psd_power",
     "update_metric",
     "normalize_metric",
     "FeatureLearningError",
@@ -175,18 +175,6 @@ def feature_matrices(
             HH -= mean_H.T @ mean_H
         out.agop = M64 @ HH @ M64
     return out
-
-
-def psd_power(A: torch.Tensor, power: float) -> torch.Tensor:
-    """``A^power`` for a symmetric PSD matrix, in float64 via ``eigh``.
-
-    ``A`` is symmetrised first; negative eigenvalues (round-off of a PSD matrix) are clipped to 0.
-    """
-    A = A.double()
-    A = (A + A.T) / 2
-    evals, evecs = torch.linalg.eigh(A)
-    evals = evals.clamp(min=0).pow(power)
-    return (evecs * evals) @ evecs.T
 
 
 def _update_target(rule: str, M: torch.Tensor, mats: FeatureMatrices) -> tuple[torch.Tensor, float]:

@@ -5,8 +5,8 @@ import pytest
 import scipy.linalg
 import torch
 
+from factrfm.linalg import cosine, pearson, psd_power, relative_error, sqrt_aat
 from factrfm.nn import AgreementTracker, mlp, mse_per_sample
-from factrfm.nn.linalg import cosine, pearson, psd_power, relative_error, sqrt_aat
 
 
 def test_scores_match_numpy():

@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from factrfm.linalg import cosine, pearson, psd_power, relative_error, sqrt_aat
 from factrfm.nn.layers import LayerSpec, find_layers
-from factrfm.nn.linalg import cosine, pearson, psd_power, relative_error, sqrt_aat
 from factrfm.nn.optim import check_weight_decay, optimizer_weight_decay
 
 __all__ = ["LayerDiagnostics", "FactDiagnostics", "fact_diagnostics", "iter_batches"]

@@ -1,4 +1,5 @@
-"""Small matrix helpers for the diagnostics: PSD powers and agreement scores between matrices."""
+"""Small matrix helpers shared by the RFM engine, the network diagnostics and the experiments:
+PSD powers and agreement scores between matrices."""
 
 from __future__ import annotations
 
