@@ -4,6 +4,7 @@ import csv
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -106,20 +107,25 @@ def test_bad_options_raise(tmp_path):
         cli.main(["nn-check", "--quick", "--dataset", "mnist", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--weight-decay"):
         cli.main(["nn-check", "--quick", "--weight-decay", "0", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         cli.main(["nn-check", "--quick", "--dataset", "uci:nosuchset", "--data-dir",
                   str(tmp_path), "--out", str(tmp_path)])
 
 
 def test_uci_pendigits_loads():
-    root = networks._data_dir(None)
-    if not (root / "uci121" / "pendigits").is_dir():
-        pytest.skip(f"uci121 data not found under {root}")
+    from factrfm.datasets.paths import data_dir
+
+    try:
+        root = data_dir()
+    except FileNotFoundError as err:
+        pytest.skip(f"uci121 data not found: {err}")
     data = networks.load_dataset("uci:pendigits", None, 500, 0.2, 0)
     assert data["X_train"].shape == (500, 16) and data["Y_train"].shape == (500, 10)
     torch.testing.assert_close(data["X_train"].mean(0), torch.zeros(16, dtype=torch.float64),
                                rtol=0, atol=1e-12)
-    assert len(data["y_test"]) == math.ceil(0.2 * 10992)  # fich1 + fich2 rows, 20 % held out
+    n_rows = int(pd.read_csv(root / "uci121" / "index.csv").set_index("name").loc[
+        "pendigits", "n_trainval"])
+    assert len(data["y_test"]) == math.ceil(0.2 * n_rows)  # rows of the main file, 20 % held out
     # optdigits is called "optical" in uci121
     opt = networks.load_dataset("uci:optdigits", None, 300, 0.2, 0)
     assert opt["X_train"].shape[0] == 300 and opt["Y_train"].shape[1] == 10

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -111,44 +109,12 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- data
 
-def _data_dir(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    try:  # the project's helper, when present
-        from factrfm.datasets.paths import data_dir  # type: ignore[import-not-found]
+def _read_uci121(name: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and integer labels of a uci121 data set (all rows of its main file)."""
+    from factrfm.datasets.uci import load_uci121
 
-        return Path(data_dir())
-    except ImportError:
-        pass
-    if os.environ.get("FACTRFM_DATA_DIR"):
-        return Path(os.environ["FACTRFM_DATA_DIR"])
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
-
-
-def _read_uci121(name: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of fich1 (and fich2 when present) of a uci121 data set: features, integer labels."""
-    import pandas as pd
-
-    name = _UCI_ALIASES.get(name, name)
-    folder = data_dir / "uci121" / name
-    meta_file = folder / f"{name}.txt"
-    if not meta_file.is_file():
-        raise ValueError(
-            f"--dataset uci:{name}: {meta_file} not found (is --data-dir / FACTRFM_DATA_DIR right?)"
-        )
-    meta = {}
-    for line in meta_file.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            meta[parts[0].rstrip("=")] = parts[1]
-    frames = []
-    for key in ("fich1", "fich2"):
-        if key in meta:
-            path = folder / f"{meta[key]}.gz"
-            with gzip.open(path, "rt") as fh:
-                frames.append(pd.read_csv(fh, sep="\t", index_col=0))
-    df = pd.concat(frames, ignore_index=True)
-    return df.iloc[:, :-1].to_numpy(np.float64), df.iloc[:, -1].to_numpy(np.int64)
+    data = load_uci121(_UCI_ALIASES.get(name, name), data_dir)
+    return data.X, data.y
 
 
 def load_dataset(
@@ -182,7 +148,7 @@ def load_dataset(
         X, y = load_digits(return_X_y=True)
         X = X.astype(np.float64)
     elif spec.startswith("uci:") and len(spec) > 4:
-        X, y = _read_uci121(spec[4:], _data_dir(data_dir))
+        X, y = _read_uci121(spec[4:], data_dir)
     else:
         raise ValueError(f"--dataset must be 'digits' or 'uci:NAME', got {spec!r}")
     classes, y = np.unique(y, return_inverse=True)
