@@ -9,7 +9,8 @@ import torch
 def psd_power(A: torch.Tensor, s: float) -> torch.Tensor:
     """Power ``A^s`` of a symmetric positive semi-definite matrix, computed in float64.
 
-    The matrix is symmetrised first, and eigenvalues below zero (round-off) are clipped to zero.
+    The matrix is symmetrised first, and eigenvalues at round-off level or below zero are set to
+    zero.
 
     Parameters
     ----------
@@ -31,7 +32,10 @@ def psd_power(A: torch.Tensor, s: float) -> torch.Tensor:
     if not torch.isfinite(A64).all():
         raise ValueError("A has non-finite entries; cannot take a matrix power")
     evals, evecs = torch.linalg.eigh(0.5 * (A64 + A64.T))
-    evals = evals.clamp_min(0.0) ** s
+    # Eigenvalues at round-off level (below d * eps * the largest) are zero: without this their
+    # power (sqrt(1e-18) = 1e-9) would leak weight into directions the matrix does not have.
+    tol = A64.shape[0] * torch.finfo(torch.float64).eps * evals.abs().max()
+    evals = torch.where(evals > tol, evals, torch.zeros_like(evals)) ** s
     return (evecs * evals) @ evecs.T
 
 
