@@ -217,9 +217,12 @@ def fit_rfm(
         block-wise products: :func:`factrfm.iterative.solve_nystrom`; needs every ridge > 0) or
         ``"auto"`` (exact up to :data:`factrfm.iterative.AUTO_EXACT_MAX_ROWS` rows).
     iterative : :class:`~factrfm.iterative.IterativeOptions` of the iterative solver.
-    feature_sample : compute the feature matrices at a seeded random sample of this many
-        training rows (all centres kept) instead of all rows
-        (:func:`factrfm.operators.sampled_feature_matrices`).
+    feature_sample : compute the feature matrices at a seeded random sample of this many of the
+        rows that carry coefficients (training rows for ``"exact"``, Nyström centres for
+        ``"iterative"``), all centres kept in ``f``
+        (:func:`factrfm.operators.sampled_feature_matrices`). The iterative solver's feature
+        step uses the centres and their coefficients ``beta`` in the FACT formula
+        ``F = mean_j G_j beta_j c_j^T``; it equals the exact step when every row is a centre.
 
     If an update fails (the fitted function is flat or the metric is not finite), the loop stops
     with a ``RuntimeWarning`` and the best iteration so far is kept.
@@ -260,7 +263,10 @@ def fit_rfm(
     opts = iterative if iterative is not None else IterativeOptions()
     gen = torch.Generator().manual_seed(opts.seed)
     centre_idx = sample_rows(X.shape[0], opts.n_centres, gen) if solver == "iterative" else None
-    feat_rows = None if feature_sample is None else sample_rows(X.shape[0], feature_sample, gen)
+    # The feature step runs on the rows that carry coefficients: all training rows (exact) or
+    # the Nyström centres (iterative), or a seeded sample of them of size feature_sample.
+    n_feat = X.shape[0] if centre_idx is None else len(centre_idx)
+    feat_rows = None if feature_sample is None else sample_rows(n_feat, feature_sample, gen)
     if solver == "iterative" and min(ridges) <= 0:
         raise ValueError("solver='iterative' needs every ridge > 0")
     M = torch.eye(d, dtype=torch.float64, device=X.device) if M0 is None else M0.double()
@@ -316,13 +322,16 @@ def fit_rfm(
                     weights=W,
                 )
             else:
-                # Loss weight of each row: alpha_i (exact), (y_i - f(x_i)) / ridge (Nyström).
-                rows = feat_rows if feat_rows is not None else slice(None)
-                weights = (alpha[rows] if solver == "exact"
-                           else (Y[rows] - train_pred[rows]) / chosen)
+                # FACT in its coefficient form F = mean_i G_i alpha_i x_i^T over the rows that
+                # carry coefficients (MATH.md §3): the training rows for the exact solve, the
+                # centres (with their Nyström coefficients) for the iterative one; all of them
+                # or a seeded sample. With every row a centre both are the exact FACT step.
+                pts, weights = centres, alpha
+                if feat_rows is not None:
+                    pts, weights = centres[feat_rows], alpha[feat_rows]
                 mats = sampled_feature_matrices(
-                    kernel, X[rows], centres, alpha, M, weights, fact=need_fact,
-                    agop=need_agop, centering=centering, block_entries=block_size)
+                    kernel, pts, centres, alpha, M, weights, fact=need_fact, agop=need_agop,
+                    centering=centering, block_entries=block_size)
             del W
             if keep_feature_matrices:
                 record.fact, record.agop = mats.fact, mats.agop
