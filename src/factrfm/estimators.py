@@ -34,6 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from factrfm.features import NORMALIZATIONS, RULES
+from factrfm.iterative import IterativeOptions, resolve_solver, solve_nystrom
 from factrfm.kernels import Kernel, make_kernel
 from factrfm.rfm import fit_rfm, predict_kernel
 from factrfm.solvers import solve_cholesky
@@ -74,6 +75,9 @@ class _RFMBase(BaseEstimator):
         preprocessing: str = "standard",
         refit: bool = True,
         block_size: int | None = None,
+        solver: str = "auto",
+        n_centres: int = 4000,
+        feature_sample: int | None = None,
         device: str | torch.device = "cpu",
         dtype: str = "float32",
         random_state=None,
@@ -94,6 +98,9 @@ class _RFMBase(BaseEstimator):
         self.preprocessing = preprocessing
         self.refit = refit
         self.block_size = block_size
+        self.solver = solver
+        self.n_centres = n_centres
+        self.feature_sample = feature_sample
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
@@ -192,6 +199,10 @@ class _RFMBase(BaseEstimator):
         Xt, Yt = self._transform(X_tr), self._to_tensor(Y_tr)
         Xv = self._transform(X_val) if X_val is not None else None
         Yv = self._to_tensor(Y_val) if Y_val is not None else None
+        n_all = len(Xt) + (len(Xv) if internal_split and self.refit else 0)
+        self.solver_ = resolve_solver(self.solver, n_all)
+        iterative = IterativeOptions(n_centres=self.n_centres, seed=rng.randint(2**31 - 1),
+                                     block_entries=self.block_size)
 
         callback = None
         if self.verbose:
@@ -214,6 +225,9 @@ class _RFMBase(BaseEstimator):
             select=self.iteration_selection,
             block_size=self.block_size,
             callback=callback,
+            solver=self.solver_,
+            iterative=iterative,
+            feature_sample=self.feature_sample,
         )
         self.M_ = result.M
         self.ridge_ = float(result.ridge)
@@ -225,9 +239,14 @@ class _RFMBase(BaseEstimator):
         if self.refit and internal_split:
             # Same metric, ridge and preprocessing; the coefficients now use every row.
             Xall = torch.cat([Xt, Xv])
-            K = self.kernel_.matrix(Xall, Xall, self.M_.to(Xall.dtype))
-            alpha = solve_cholesky(K, torch.cat([Yt, Yv]), self.ridge_, overwrite=True).alpha
-            self.centres_, self.alpha_ = Xall, alpha
+            if self.solver_ == "iterative":
+                sol = solve_nystrom(self.kernel_, Xall, torch.cat([Yt, Yv]),
+                                    self.M_.to(Xall.dtype), self.ridge_, iterative)
+                self.centres_, self.alpha_ = sol.centres, sol.coef
+            else:
+                K = self.kernel_.matrix(Xall, Xall, self.M_.to(Xall.dtype))
+                alpha = solve_cholesky(K, torch.cat([Yt, Yv]), self.ridge_, overwrite=True).alpha
+                self.centres_, self.alpha_ = Xall, alpha
         else:
             self.centres_, self.alpha_ = result.centres, result.alpha
         diag_m = torch.diagonal(self.M_).clamp(min=0).cpu().numpy()
@@ -290,6 +309,15 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         validation split) with the kept metric and ridge. Not done with an ``eval_set``.
     block_size : int, optional
         Kernel entries held at once by the block-wise feature and prediction loops.
+    solver : {"auto", "exact", "iterative"}, default="auto"
+        ``"exact"``: Cholesky of the ``n x n`` kernel matrix. ``"iterative"``: Nyström kernel
+        ridge on ``n_centres`` seeded centres by preconditioned CG with block-wise products
+        (memory ``O(n_centres^2)`` plus one block; every ridge must be > 0). ``"auto"``: exact
+        up to 20,000 rows (the rows of the final fit), iterative above.
+    n_centres : int, default=4000
+        Nyström centres of the iterative solver.
+    feature_sample : int, optional
+        Compute the feature matrices at a seeded random sample of this many training rows.
     device : str or torch.device, default="cpu"
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, RandomState or None

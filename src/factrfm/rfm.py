@@ -24,7 +24,9 @@ from factrfm.features import (
     normalize_metric,
     update_metric,
 )
+from factrfm.iterative import IterativeOptions, resolve_solver, solve_nystrom
 from factrfm.kernels import Kernel, default_block_rows, row_blocks
+from factrfm.operators import sample_rows, sampled_feature_matrices
 from factrfm.solvers import RidgePath, solve_cholesky
 
 __all__ = ["fit_rfm", "RFMResult", "IterationRecord", "predict_kernel"]
@@ -134,6 +136,25 @@ def _solve_ridges(K, Y, K_val, Y_val, ridges, method, task):
     return alpha, r, K @ alpha
 
 
+def _solve_ridges_nystrom(kernel, X, Y, X_val, Y_val, M, ridges, task, options, centre_idx,
+                          block_size):
+    """Nyström kernel ridge (:func:`factrfm.iterative.solve_nystrom`) for every ridge; return
+    the best on validation data as ``(coef, ridge, train_pred, centres)``."""
+    best = None
+    for r in ridges:
+        sol = solve_nystrom(kernel, X, Y, M, r, options, centre_idx)
+        if len(ridges) == 1:
+            best = (None, sol, r)
+            break
+        val_pred = predict_kernel(kernel, X_val, sol.centres, sol.coef, M, block_size)
+        key = _score_key(_metrics(val_pred, Y_val, task, "val"), task, "val")
+        if best is None or key < best[0]:
+            best = (key, sol, r)
+    _, sol, r = best
+    train_pred = predict_kernel(kernel, X, sol.centres, sol.coef, M, block_size)
+    return sol.coef, r, train_pred, sol.centres
+
+
 def fit_rfm(
     X: torch.Tensor,
     Y: torch.Tensor,
@@ -156,6 +177,9 @@ def fit_rfm(
     callback: Callable[[IterationRecord], None] | None = None,
     M0: torch.Tensor | None = None,
     ridge_solver: str = "cholesky",
+    solver: str = "exact",
+    iterative: IterativeOptions | None = None,
+    feature_sample: int | None = None,
 ) -> RFMResult:
     """Fit a Recursive Feature Machine.
 
@@ -188,6 +212,17 @@ def fit_rfm(
         ridge; ``"eigh"`` takes one eigendecomposition of ``K`` for the whole grid. On CPUs the
         Cholesky factorisation is so much cheaper than ``eigh`` (about 100x at n = 5,000, see
         ``benchmarks/bench_ridge_grid.py``) that it wins for any grid of fewer than ~50 ridges.
+    solver : ``"exact"`` (an ``n x n`` kernel matrix and Cholesky), ``"iterative"`` (Nyström
+        kernel ridge on ``iterative.n_centres`` seeded centres, solved by preconditioned CG with
+        block-wise products: :func:`factrfm.iterative.solve_nystrom`; needs every ridge > 0) or
+        ``"auto"`` (exact up to :data:`factrfm.iterative.AUTO_EXACT_MAX_ROWS` rows).
+    iterative : :class:`~factrfm.iterative.IterativeOptions` of the iterative solver.
+    feature_sample : compute the feature matrices at a seeded random sample of this many of the
+        rows that carry coefficients (training rows for ``"exact"``, Nyström centres for
+        ``"iterative"``), all centres kept in ``f``
+        (:func:`factrfm.operators.sampled_feature_matrices`). The iterative solver's feature
+        step uses the centres and their coefficients ``beta`` in the FACT formula
+        ``F = mean_j G_j beta_j c_j^T``; it equals the exact step when every row is a centre.
 
     If an update fails (the fitted function is flat or the metric is not finite), the loop stops
     with a ``RuntimeWarning`` and the best iteration so far is kept.
@@ -224,25 +259,44 @@ def fit_rfm(
             raise ValueError("X_val and Y_val must have the same columns as X and Y")
     Y = Y.to(X.dtype)
     d = X.shape[1]
+    solver = resolve_solver(solver, X.shape[0])
+    opts = iterative if iterative is not None else IterativeOptions()
+    gen = torch.Generator().manual_seed(opts.seed)
+    centre_idx = sample_rows(X.shape[0], opts.n_centres, gen) if solver == "iterative" else None
+    # The feature step runs on the rows that carry coefficients: all training rows (exact) or
+    # the Nyström centres (iterative), or a seeded sample of them of size feature_sample.
+    n_feat = X.shape[0] if centre_idx is None else len(centre_idx)
+    feat_rows = None if feature_sample is None else sample_rows(n_feat, feature_sample, gen)
+    if solver == "iterative" and min(ridges) <= 0:
+        raise ValueError("solver='iterative' needs every ridge > 0")
     M = torch.eye(d, dtype=torch.float64, device=X.device) if M0 is None else M0.double()
 
     history: list[IterationRecord] = []
-    best: tuple | None = None  # (key, iteration, M, alpha, ridge)
+    best: tuple | None = None  # (key, iteration, M, alpha, ridge, centres)
     for t in range(int(n_iter) + 1):
         Md = M.to(X.dtype)
         last = t == n_iter
         want_features = not last or keep_feature_matrices
-        # One pass gives K and, when a feature step follows, its gradient coefficients W.
-        if want_features:
-            K, W = kernel.gradient_weights(X, X, Md)
+        if solver == "iterative":
+            alpha, chosen, train_pred, centres = _solve_ridges_nystrom(
+                kernel, X, Y, X_val, Y_val, Md, ridges, task, opts, centre_idx, block_size)
+            W, K_val = None, None
         else:
-            K, W = kernel.matrix(X, X, Md), None
-        K_val = kernel.matrix(X_val, X, Md) if has_val else None
-        alpha, chosen, train_pred = _solve_ridges(K, Y, K_val, Y_val, ridges, ridge_solver, task)
-        del K
+            # One pass gives K and, when a feature step follows, its gradient coefficients W.
+            if want_features and feat_rows is None:
+                K, W = kernel.gradient_weights(X, X, Md)
+            else:
+                K, W = kernel.matrix(X, X, Md), None
+            K_val = kernel.matrix(X_val, X, Md) if has_val else None
+            alpha, chosen, train_pred = _solve_ridges(
+                K, Y, K_val, Y_val, ridges, ridge_solver, task)
+            del K
+            centres = X
         metrics = _metrics(train_pred, Y, task, "train")
         if has_val:
-            metrics.update(_metrics(K_val @ alpha, Y_val, task, "val"))
+            val_pred = (K_val @ alpha if K_val is not None
+                        else predict_kernel(kernel, X_val, centres, alpha, Md, block_size))
+            metrics.update(_metrics(val_pred, Y_val, task, "val"))
         del K_val
         if not torch.isfinite(alpha).all():
             raise FloatingPointError(f"non-finite kernel coefficients at iteration {t}")
@@ -250,22 +304,34 @@ def fit_rfm(
         record = IterationRecord(t, chosen, metrics, M.clone() if keep_matrices else None)
         key = _score_key(metrics, task, "val") if (has_val and select == "validation") else (-t,)
         if best is None or key < best[0]:
-            best = (key, t, M, alpha, chosen)
+            best = (key, t, M, alpha, chosen, centres)
 
         if want_features:
             need_fact = (rule != "agop" and not last) or keep_feature_matrices
             need_agop = (rule == "agop" and not last) or keep_feature_matrices
-            mats = feature_matrices(
-                kernel,
-                X,
-                alpha,
-                M,
-                fact=need_fact,
-                agop=need_agop,
-                centering=centering,
-                block_entries=block_size,
-                weights=W,
-            )
+            if solver == "exact" and feat_rows is None:
+                mats = feature_matrices(
+                    kernel,
+                    X,
+                    alpha,
+                    M,
+                    fact=need_fact,
+                    agop=need_agop,
+                    centering=centering,
+                    block_entries=block_size,
+                    weights=W,
+                )
+            else:
+                # FACT in its coefficient form F = mean_i G_i alpha_i x_i^T over the rows that
+                # carry coefficients (MATH.md §3): the training rows for the exact solve, the
+                # centres (with their Nyström coefficients) for the iterative one; all of them
+                # or a seeded sample. With every row a centre both are the exact FACT step.
+                pts, weights = centres, alpha
+                if feat_rows is not None:
+                    pts, weights = centres[feat_rows], alpha[feat_rows]
+                mats = sampled_feature_matrices(
+                    kernel, pts, centres, alpha, M, weights, fact=need_fact, agop=need_agop,
+                    centering=centering, block_entries=block_size)
             del W
             if keep_feature_matrices:
                 record.fact, record.agop = mats.fact, mats.agop
@@ -287,5 +353,5 @@ def fit_rfm(
             )
             break
 
-    _, it, M_best, alpha_best, ridge_best = best
-    return RFMResult(kernel, M_best, alpha_best, X, ridge_best, it, history)
+    _, it, M_best, alpha_best, ridge_best, centres_best = best
+    return RFMResult(kernel, M_best, alpha_best, centres_best, ridge_best, it, history)
