@@ -120,7 +120,7 @@ def test_iterative_rfm_with_all_centres_follows_the_exact_rfm():
     exact = fit_rfm(X, Y, Xv, Yv, **kw)
     it = fit_rfm(X, Y, Xv, Yv, solver="iterative",
                  iterative=IterativeOptions(n_centres=10**6, tol=1e-11), **kw)
-    for a, b in zip(exact.history, it.history):
+    for a, b in zip(exact.history, it.history, strict=True):
         assert a.ridge == b.ridge
         torch.testing.assert_close(b.M, a.M, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(it.predict(Xv), exact.predict(Xv), rtol=1e-5, atol=1e-6)

@@ -163,7 +163,7 @@ class _PartitionedBase(BaseEstimator):
         cls = self._leaf_class
         params = [dict(self.leaf_params or {}, random_state=rng.randint(2**31 - 1))
                   for _ in leaf_rows]
-        jobs = [(cls, p, X[rows], y[rows]) for p, rows in zip(params, leaf_rows)]
+        jobs = [(cls, p, X[rows], y[rows]) for p, rows in zip(params, leaf_rows, strict=True)]
         if self.client is not None:
             futures = [self.client.submit(_fit_leaf, *job, 1, pure=False) for job in jobs]
             return self.client.gather(futures)
