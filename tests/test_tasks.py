@@ -211,25 +211,34 @@ def test_nearest_circulant_is_the_frobenius_projection():
         assert abs(np.sum((R - P) * basis)) < 1e-10
 
 
+# the combination of a and b on which the (a, b) block of a learned M depends (see
+# measures.modular_block_order): a - b for +, a + b for -, a / b for *, a * b for /
+_BLOCK_DEPENDENCE = {"add": "sub", "sub": "add", "mul": "div", "div": "mul"}
+
+
 @pytest.mark.parametrize("operation", ["add", "sub", "mul", "div"])
-def test_block_of_a_symmetric_matrix_becomes_circulant_after_reordering(operation):
-    """A block B[a, b] = h(a op b) (h random) is circulant after the re-ordering, not before."""
+def test_block_of_a_structured_matrix_becomes_circulant_after_reordering(operation):
+    """A block B[a, b] = h(a op' b) (h random) is circulant after the re-ordering, not before."""
     p = 13
     h = np.random.default_rng(2).normal(size=p)
+    dep = _BLOCK_DEPENDENCE[operation]
     B = np.zeros((p, p))
     for a in range(p):
         for b in range(p):
-            if operation == "div" and b == 0:
+            if dep == "div" and b == 0:
                 continue
-            B[a, b] = h[modular_op(np.array([a]), np.array([b]), p, operation)[0]]
+            B[a, b] = h[modular_op(np.array([a]), np.array([b]), p, dep)[0]]
     M = np.zeros((2 * p, 2 * p))
     M[:p, p:] = B
     M[p:, :p] = B.T
     assert modular_circulant_deviation(M, p, operation) < 1e-12
-    if operation != "sub":  # in the natural order only subtraction is circulant
-        rows, cols = np.arange(p), np.arange(p)
-        natural = B[np.ix_(rows, cols)] if operation == "add" else B[1:, 1:]
+    if operation != "add":  # in the natural order only the block for + is circulant
+        natural = B if operation == "sub" else B[1:, 1:]
         assert circulant_deviation(natural) > 0.3
+    # the orders of the other operations do not make it circulant
+    for other in ("add", "sub", "mul", "div"):
+        if other != operation:
+            assert modular_circulant_deviation(M, p, other) > 0.3
     # heat-map re-ordering is a symmetric permutation of M
     R = reorder_feature_matrix(M, p, operation)
     assert np.allclose(np.sort(np.linalg.eigvalsh(R)), np.sort(np.linalg.eigvalsh(M)))

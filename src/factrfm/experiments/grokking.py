@@ -265,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         record = load_run(path, cfg)
         if record is None:
             record, snapshots = run_single(cfg, progress=not args.quiet)
+            runs_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(runs_dir / f"{op}_{rule}_M.npz", **snapshots)
             write_json_atomic(path, record)  # last: its presence marks the run finished
         records.append(record)
@@ -382,7 +383,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
 
 def plot_heatmaps(record: dict[str, Any], snapshots: Any, path: Path) -> None:
     """M at a few iterations: top row as learned, bottom row re-ordered so that the off-diagonal
-    block is circulant (b -> -b for +, discrete logarithm for * and /)."""
+    block is circulant (b -> -b for -, discrete logarithm for * and /)."""
     import matplotlib.pyplot as plt
 
     c = record["config"]

@@ -3,7 +3,7 @@
 - ``circulant_deviation``: how far a square matrix is from the nearest circulant matrix.
 - ``modular_block_order`` / ``reorder_feature_matrix``: the re-ordering of the two p-blocks of M
   under which the off-diagonal block of a learned M for ``(a op b) mod p`` becomes circulant
-  (b -> -b for +, the discrete logarithm for * and /).
+  (b -> -b for -, the discrete logarithm for * and /).
 - ``cosine_alignment``, ``pearson_entries``: agreement of two matrices.
 - ``support_weight``, ``top_k_indices``: how much of diag(M) sits on a parity support.
 """
@@ -82,19 +82,25 @@ def circulant_deviation(C: ArrayLike) -> float:
 
 
 def modular_block_order(p: int, operation: str) -> tuple[np.ndarray, np.ndarray]:
-    """Orders of the a-block and the b-block that make the off-diagonal block of M circulant.
+    """Orders of the a-block and the b-block under which the off-diagonal block of M is circulant.
 
-    A function of ``(a op b) mod p`` is invariant under a shift of (a, b) that keeps a op b fixed,
-    and so is the learned M: its (a, b) block depends on a + b (+), a - b (-), log a + log b (*) or
-    log a - log b (/). Listing a in ``row_order`` and b in ``col_order`` turns each of these into a
-    dependence on (row index - column index) mod m, i.e. a circulant matrix:
+    A model of ``(a op b) mod p`` that generalises computes, for a few frequencies w, products of
+    Fourier features of the two operands: e^{iwa} e^{iwb} for a + b, e^{iwa} e^{-iwb} for a - b, and
+    the same in the discrete logarithm for * and /. The gradient of such a product with respect
+    to the a-block at coordinate a' carries e^{iwa'}, the one with respect to the b-block at b'
+    carries e^{iwb'} (+) or e^{-iwb'} (-), and after summing over the outputs the (a', b') entry of
+    the AGOP or of WᵀW depends on a' - b' (+) or a' + b' (-). Hence the off-diagonal block is
+    circulant in
 
-    - add: rows a = 0..p-1, columns b = -j mod p (m = p);
-    - sub: rows and columns 0..p-1 (m = p);
-    - mul: rows a = g^i, columns b = g^(-j), zero left out (m = p - 1);
-    - div: rows a = g^i, columns b = g^j, zero left out (m = p - 1);
+    - add: rows a = 0..p-1, columns b = 0..p-1 (m = p);
+    - sub: rows a = 0..p-1, columns b = -j mod p (m = p);
+    - mul: rows a = g^i, columns b = g^j, zero left out (m = p - 1);
+    - div: rows a = g^i, columns b = g^(-j), zero left out (m = p - 1);
 
-    with g the smallest primitive root of p (computed, see ``primitive_root``).
+    with g the smallest primitive root of p (computed, see ``primitive_root``). The part of M that
+    is invariant under all shifts of a and b separately has a constant off-diagonal block, which the
+    circulant deviation ignores. (Checked on learned matrices: for each operation the deviation of
+    the final M is about 0.15 in its own order and about 1 in the orders of the other operations.)
 
     Parameters
     ----------
@@ -110,15 +116,15 @@ def modular_block_order(p: int, operation: str) -> tuple[np.ndarray, np.ndarray]
     p = _check_prime(p)
     j = np.arange(p)
     if operation == "add":
-        return j.copy(), (-j) % p
-    if operation == "sub":
         return j.copy(), j.copy()
+    if operation == "sub":
+        return j.copy(), (-j) % p
     if operation in ("mul", "div"):
         g = primitive_root(p)
         powers = np.array([pow(g, int(k), p) for k in range(p - 1)], dtype=np.int64)
         if operation == "mul":
-            return powers, powers[(-np.arange(p - 1)) % (p - 1)]
-        return powers, powers.copy()
+            return powers, powers.copy()
+        return powers, powers[(-np.arange(p - 1)) % (p - 1)]
     raise ValueError(f"operation must be one of {OPERATIONS}, got {operation!r}")
 
 
