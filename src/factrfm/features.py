@@ -1,0 +1,219 @@
+"""Feature-matrix rules: input Jacobians, the AGOP (NFA-RFM), the FACT matrix (FACT-RFM), and
+the update ``M <- rule(...)`` with its normalisation.
+
+All closed forms below are derived in ``MATH.md`` §2–3 and tested against autograd. With
+``f(x) = sum_j alpha_j^T k_M(x, z_j)`` and the gradient coefficients ``W`` of the kernel
+(:meth:`factrfm.kernels.Kernel.gradient_weights`), the Jacobian of ``f`` at ``x_i`` is
+``G_i = M H_i`` with
+
+* radial kernels:        ``H_i = x_i (W alpha)_i^T - sum_j W_ij z_j alpha_j^T``
+* inner-product kernels: ``H_i = sum_j W_ij z_j alpha_j^T``
+
+so ``AGOP = M [(1/n) sum_i H_i H_i^T] M`` and, with ``B_ij = W_ij (alpha_i . alpha_j)``,
+``F = M S`` where ``S = (1/n) X^T (diag(B 1) - B) X`` (radial) or ``(1/n) X^T B X`` (inner
+product). The FACT step never forms an ``n x c x d`` tensor.
+
+Memory: every function loops over blocks of rows; a block holds ``block_rows x n`` kernel
+entries (``x c`` for the Jacobians), with ``block_rows`` chosen from a budget of
+``block_entries`` entries (default :data:`factrfm.kernels.DEFAULT_BLOCK_ENTRIES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from factrfm.kernels import Kernel, default_block_rows, row_blocks
+
+__all__ = [
+    "RULES",
+    "NORMALIZATIONS",
+    "jacobians",
+    "feature_matrices",
+    "FeatureMatrices",
+    "psd_power",
+    "update_metric",
+    "normalize_metric",
+    "FeatureLearningError",
+]
+
+#: Update rules: name -> (what the matrix U is built from, the power taken of U).
+RULES = ("fact", "fact-geomean", "fact-inner", "agop")
+NORMALIZATIONS = ("max", "trace", "none")
+
+
+class FeatureLearningError(FloatingPointError):
+    """The feature update produced a matrix that cannot serve as a metric (zero or non-finite)."""
+
+
+def _partial_H(kernel: Kernel, Xb, Z, alpha, M):
+    """For a block of points ``Xb``: ``H`` of shape ``(b, c, d)`` (``G_i^T = H_i^T M``) and ``W``."""
+    K, W = kernel.gradient_weights(Xb, Z, M)
+    del K
+    # T[b, c, :] = sum_j W[b, j] alpha[j, c] Z[j, :]
+    T = (W[:, None, :] * alpha.T[None, :, :]) @ Z
+    if kernel.radial:
+        A = W @ alpha  # (b, c)
+        T = A[:, :, None] * Xb[:, None, :] - T
+    return T, W
+
+
+def jacobians(
+    kernel: Kernel,
+    X: torch.Tensor,
+    centres: torch.Tensor,
+    alpha: torch.Tensor,
+    M: torch.Tensor,
+    block_entries: int | None = None,
+) -> torch.Tensor:
+    """Jacobians of ``f(x) = sum_j alpha_j^T k_M(x, centres_j)`` at the rows of ``X``.
+
+    Returns a tensor of shape ``(m, c, d)``: entry ``[i, k, :]`` is the gradient of output ``k``
+    at ``X[i]``. Memory: ``O(m c d)`` for the result plus one block of ``block_entries``.
+    """
+    c, d = alpha.shape[1], X.shape[1]
+    Md = M.to(X.dtype)
+    out = X.new_empty(X.shape[0], c, d)
+    rows = default_block_rows(centres.shape[0], per_entry=c + 2, budget=block_entries)
+    for sl in row_blocks(X.shape[0], rows):
+        H, _ = _partial_H(kernel, X[sl], centres, alpha, Md)
+        out[sl] = H @ Md  # G^T = H^T M (M symmetric)
+    return out
+
+
+@dataclass
+class FeatureMatrices:
+    """The FACT matrix ``F`` and the AGOP of a kernel machine at its training points (float64)."""
+
+    fact: torch.Tensor | None = None
+    agop: torch.Tensor | None = None
+
+
+def feature_matrices(
+    kernel: Kernel,
+    X: torch.Tensor,
+    alpha: torch.Tensor,
+    M: torch.Tensor,
+    *,
+    fact: bool = True,
+    agop: bool = True,
+    centering: bool = False,
+    block_entries: int | None = None,
+) -> FeatureMatrices:
+    """FACT matrix ``F = (1/n) sum_i G_i alpha_i x_i^T`` and ``AGOP = (1/n) sum_i G_i G_i^T``.
+
+    ``X`` holds the training points, which are also the kernel centres, and ``alpha`` their
+    coefficients. ``centering=True`` subtracts the mean Jacobian before forming the AGOP.
+    Both are computed in one pass over row blocks; results are float64.
+    """
+    n, d = X.shape
+    c = alpha.shape[1]
+    Md = M.to(X.dtype)
+    S = X.new_zeros(d, d, dtype=torch.float64)
+    HH = X.new_zeros(d, d, dtype=torch.float64)
+    H_sum = X.new_zeros(c, d, dtype=torch.float64)
+    per_entry = (c + 2) if agop else 2
+    rows = default_block_rows(n, per_entry=per_entry, budget=block_entries)
+    for sl in row_blocks(n, rows):
+        Xb = X[sl]
+        if agop:
+            H, W = _partial_H(kernel, Xb, X, alpha, Md)
+            Hf = H.reshape(-1, d)
+            HH += (Hf.T @ Hf).double()
+            if centering:
+                H_sum += H.sum(0).double()
+            del H, Hf
+        else:
+            _, W = kernel.gradient_weights(Xb, X, Md)
+        if fact:
+            B = W.mul_(alpha[sl] @ alpha.T)  # W is not needed afterwards
+            part = -(B @ X).T @ Xb if kernel.radial else (B @ X).T @ Xb
+            if kernel.radial:
+                part += Xb.T @ (B.sum(1, keepdim=True) * Xb)
+            S += part.double()
+        del W
+    M64 = M.double()
+    out = FeatureMatrices()
+    if fact:
+        out.fact = M64 @ (S / n)
+    if agop:
+        HH /= n
+        if centering:
+            mean_H = H_sum / n
+            HH -= mean_H.T @ mean_H
+        out.agop = M64 @ HH @ M64
+    return out
+
+
+def psd_power(A: torch.Tensor, power: float) -> torch.Tensor:
+    """``A^power`` for a symmetric PSD matrix, in float64 via ``eigh``.
+
+    ``A`` is symmetrised first; negative eigenvalues (round-off of a PSD matrix) are clipped to 0.
+    """
+    A = A.double()
+    A = (A + A.T) / 2
+    evals, evecs = torch.linalg.eigh(A)
+    evals = evals.clamp(min=0).pow(power)
+    return (evecs * evals) @ evecs.T
+
+
+def _update_target(rule: str, M: torch.Tensor, mats: FeatureMatrices) -> tuple[torch.Tensor, float]:
+    """The symmetric matrix ``U`` and the power ``p`` such that the new metric is ``U^p``."""
+    if rule == "agop":
+        return mats.agop, 1.0
+    F = mats.fact
+    if rule == "fact":
+        return F @ F.T, 0.5
+    if rule == "fact-geomean":
+        FM = F @ M
+        return FM @ FM.T, 0.25
+    if rule == "fact-inner":
+        return F @ M, 0.5
+    raise ValueError(f"unknown rule {rule!r}; choose one of {RULES}")
+
+
+def update_metric(
+    rule: str,
+    M: torch.Tensor,
+    mats: FeatureMatrices,
+    *,
+    agop_power: float = 0.5,
+    diag: bool = False,
+) -> torch.Tensor:
+    """The new (unnormalised) metric from the current ``M`` and the feature matrices.
+
+    Rules (``F`` the FACT matrix): ``"fact"``: ``(F F^T)^{1/2}``; ``"fact-geomean"``:
+    ``(F M^2 F^T)^{1/4}``; ``"fact-inner"``: ``(F M)^{1/2}``; ``"agop"``: ``AGOP^agop_power``.
+    With ``diag=True`` only the diagonal of the matrix whose power is taken is kept, so the
+    metric stays diagonal. Raises :class:`FeatureLearningError` when the result is zero or
+    not finite.
+    """
+    M = M.double()
+    U, p = _update_target(rule, M, mats)
+    if rule == "agop":
+        p = float(agop_power)
+    if diag:
+        new = torch.diag(torch.diagonal(U).clamp(min=0).pow(p))
+    else:
+        new = psd_power(U, p)
+    if not torch.isfinite(new).all():
+        raise FeatureLearningError(f"the {rule!r} update produced a non-finite metric")
+    if new.abs().max() == 0:
+        raise FeatureLearningError(
+            f"the {rule!r} update produced M = 0 (the fitted function is flat: all its "
+            "gradients vanish)"
+        )
+    return new
+
+
+def normalize_metric(M: torch.Tensor, how: str = "max") -> torch.Tensor:
+    """Rescale ``M``: ``"max"`` divides by its largest absolute entry, ``"trace"`` makes its
+    trace equal to the dimension (as for ``M = I``), ``"none"`` leaves it."""
+    if how == "max":
+        return M / M.abs().max()
+    if how == "trace":
+        return M * (M.shape[0] / torch.trace(M))
+    if how == "none":
+        return M
+    raise ValueError(f"unknown normalize {how!r}; choose one of {NORMALIZATIONS}")

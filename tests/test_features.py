@@ -1,0 +1,164 @@
+"""Closed-form Jacobians, AGOP and FACT matrices against autograd (float64)."""
+
+import pytest
+import torch
+
+from factrfm.features import (
+    FeatureMatrices,
+    feature_matrices,
+    jacobians,
+    normalize_metric,
+    psd_power,
+    update_metric,
+)
+from factrfm.kernels import (
+    ExponentialKernel,
+    GaussianKernel,
+    LaplaceKernel,
+    PolynomialKernel,
+)
+
+KERNELS = [
+    LaplaceKernel(2.0),
+    GaussianKernel(1.5),
+    ExponentialKernel(2.0, exponent=0.7),
+    ExponentialKernel(2.0, exponent=1.5),
+    ExponentialKernel(2.0, exponent=2.0),
+    PolynomialKernel(2),
+    PolynomialKernel(3, coef0=1.0),
+]
+IDS = [repr(k) for k in KERNELS]
+
+
+def _problem(seed=0, n=13, d=5, c=3):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    alpha = torch.randn(n, c, generator=g, dtype=torch.float64)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64)
+    M = A @ A.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+    return X, alpha, M
+
+
+def _autograd_jacobians(kernel, X, centres, alpha, M):
+    """Per-point Jacobians of f(x) = K(x, centres) alpha, one point at a time."""
+
+    def f(x):
+        return (kernel.matrix(x[None], centres, M) @ alpha)[0]
+
+    return torch.stack([torch.autograd.functional.jacobian(f, x) for x in X])  # (m, c, d)
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=IDS)
+def test_jacobians_match_autograd_at_new_points(kernel):
+    X, alpha, M = _problem()
+    Xnew = _problem(seed=1, n=7)[0]
+    ours = jacobians(kernel, Xnew, X, alpha, M)
+    ref = _autograd_jacobians(kernel, Xnew, X, alpha, M)
+    assert ours.shape == (7, 3, 5)
+    assert _rel(ours, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=IDS)
+def test_agop_and_fact_match_autograd(kernel):
+    X, alpha, M = _problem()
+    n = X.shape[0]
+    # Autograd Jacobian at training points, excluding the (non-differentiable for q<2) self
+    # term: its gradient is zero by symmetry for radial kernels, which is what we define.
+    G = torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda x, i=i: (
+                    kernel.matrix(x[None], torch.cat([X[:i], X[i + 1 :]]), M)
+                    @ torch.cat([alpha[:i], alpha[i + 1 :]])
+                )[0]
+                if kernel.radial
+                else (kernel.matrix(x[None], X, M) @ alpha)[0],
+                X[i],
+            )
+            for i in range(n)
+        ]
+    )  # (n, c, d)
+    agop_ref = torch.einsum("ncd,nce->de", G, G) / n
+    fact_ref = torch.einsum("ncd,nc,ne->de", G, alpha, X) / n
+    mats = feature_matrices(kernel, X, alpha, M, block_entries=40)  # several blocks
+    assert _rel(mats.agop, agop_ref) <= 1e-6
+    assert _rel(mats.fact, fact_ref) <= 1e-6
+    assert _rel(jacobians(kernel, X, X, alpha, M), G) <= 1e-6
+    Gc = G - G.mean(0, keepdim=True)
+    centred = feature_matrices(kernel, X, alpha, M, fact=False, centering=True)
+    assert centred.fact is None
+    assert _rel(centred.agop, torch.einsum("ncd,nce->de", Gc, Gc) / n) <= 1e-6
+
+
+@pytest.mark.parametrize("kernel", KERNELS[:2] + KERNELS[5:6], ids=IDS[:2] + IDS[5:6])
+def test_fact_is_the_loss_gradient_outer_product(kernel):
+    """F is -(1/(n rho)) sum_i grad_x l_i x_i^T for l_i = ||f(x_i) - y_i||^2 / 2 (MATH §3)."""
+    X, _, M = _problem(seed=3)
+    Y = torch.randn(X.shape[0], 3, dtype=torch.float64)
+    rho = 0.3
+    K = kernel.matrix(X, X, M)
+    alpha = torch.linalg.solve(K + rho * torch.eye(len(X), dtype=X.dtype), Y)
+    resid = K @ alpha - Y
+    assert torch.allclose(resid, -rho * alpha)
+    mats = feature_matrices(kernel, X, alpha, M, agop=False)
+    G = jacobians(kernel, X, X, alpha, M)  # (n, c, d)
+    grad_loss = torch.einsum("ncd,nc->nd", G, resid)
+    ref = -(grad_loss.T @ X) / (len(X) * rho)
+    assert _rel(mats.fact, ref) <= 1e-6
+
+
+def test_fact_matrix_of_radial_kernel_is_M_times_symmetric():
+    X, alpha, M = _problem(seed=4)
+    F = feature_matrices(LaplaceKernel(2.0), X, alpha, M, agop=False).fact
+    S = torch.linalg.solve(M, F)
+    assert torch.allclose(S, S.T, atol=1e-10)
+
+
+@pytest.mark.parametrize("rule", ["fact", "fact-geomean", "fact-inner"])
+def test_fact_update_leaves_M_fixed_when_F_equals_M(rule):
+    _, _, M = _problem(seed=5)
+    new = update_metric(rule, M, FeatureMatrices(fact=M.clone()))
+    assert _rel(new, M) <= 1e-10
+
+
+def test_agop_update_takes_the_power():
+    _, _, M = _problem(seed=6)
+    A = M @ M
+    assert _rel(update_metric("agop", M, FeatureMatrices(agop=A), agop_power=0.5), M) <= 1e-10
+    assert _rel(update_metric("agop", M, FeatureMatrices(agop=A), agop_power=1.0), A) <= 1e-12
+
+
+def test_diag_update_keeps_only_the_diagonal():
+    _, _, M = _problem(seed=7)
+    F = torch.randn(5, 5, dtype=torch.float64)
+    new = update_metric("fact", M, FeatureMatrices(fact=F), diag=True)
+    assert torch.allclose(new, torch.diag(F.norm(dim=1)))
+
+
+def test_psd_power_clips_roundoff_negatives():
+    v = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    A = v @ v.T - 1e-14 * torch.eye(2, dtype=torch.float64)  # rank one, one tiny negative eigenvalue
+    R = psd_power(A, 0.5)
+    assert torch.isfinite(R).all()
+    assert torch.allclose(R @ R, v @ v.T, atol=1e-6)
+
+
+def test_update_of_a_flat_function_raises():
+    from factrfm.features import FeatureLearningError
+
+    M = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(FeatureLearningError, match="M = 0"):
+        update_metric("fact", M, FeatureMatrices(fact=torch.zeros(3, 3, dtype=torch.float64)))
+
+
+def test_normalizations():
+    _, _, M = _problem(seed=8)
+    assert normalize_metric(M, "max").abs().max() == pytest.approx(1.0)
+    assert torch.trace(normalize_metric(M, "trace")) == pytest.approx(5.0)
+    assert normalize_metric(M, "none") is M
+    with pytest.raises(ValueError, match="normalize"):
+        normalize_metric(M, "median")
