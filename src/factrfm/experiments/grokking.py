@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ RULE_LABELS = {"fact": "FACT-RFM", "fact-geomean": "FACT-RFM (geom. mean)", "ago
 OP_SYMBOLS = {"add": "+", "sub": "−", "mul": "×", "div": "÷"}
 
 DEFAULTS = dict(p=61, train_fraction=0.5, n_iter=75, kernel="gaussian", bandwidth=2.5, ridge=0.0)
-QUICK = dict(p=19, n_iter=30)
+QUICK = dict(p=23, train_fraction=0.7, n_iter=30)
 
 
 def make_grokking_kernel(name: str, bandwidth: float):
@@ -63,6 +64,7 @@ def run_config(args_like: dict[str, Any], operation: str, rule: str) -> dict[str
         "ridge",
         "agop_power",
         "normalize",
+        "dtype",
         "seed",
     )
     cfg = {k: args_like[k] for k in keys}
@@ -97,12 +99,15 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> tuple[dict[str, An
     from factrfm.rfm import fit_rfm
 
     torch.manual_seed(cfg["seed"])
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["dtype"]]
     data = modular_arithmetic(
-        cfg["p"], cfg["operation"], cfg["train_fraction"], seed=cfg["seed"], dtype=torch.float32
+        cfg["p"], cfg["operation"], cfg["train_fraction"], seed=cfg["seed"], dtype=dtype
     )
     kernel = make_grokking_kernel(cfg["kernel"], cfg["bandwidth"])
     desc = f"{cfg['operation']} p={cfg['p']} {cfg['rule']}"
-    with tqdm(total=cfg["n_iter"] + 1, desc=desc, disable=not progress, leave=False) as bar:
+    bar = tqdm(total=cfg["n_iter"] + 1, desc=desc, disable=not progress, leave=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = fit_rfm(
             data.X_train,
             data.Y_train,
@@ -120,6 +125,7 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> tuple[dict[str, An
             keep_feature_matrices=True,
             callback=lambda rec: bar.update(1),
         )
+    bar.close()
     rows = measure_history(result.history, cfg["p"], cfg["operation"])
     snaps = snapshot_iterations(cfg["n_iter"])
     by_it = {rec.iteration: rec for rec in result.history}
@@ -134,7 +140,12 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> tuple[dict[str, An
         "n_test": len(data.test_pairs),
         "rows": rows,
         "summary": summarize_rows(rows),
+        # solver and feature-learning warnings (e.g. jitter added to a singular K when ridgeless)
+        "n_warnings": len(caught),
+        "warnings": sorted({str(w.message) for w in caught})[:10],
     }
+    for message in record["warnings"]:
+        warnings.warn(f"{desc}: {message}", RuntimeWarning, stacklevel=2)
     return record, snapshots
 
 
@@ -209,8 +220,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rules", nargs="+", default=list(RULES), choices=RULES, help="default: all three"
     )
-    parser.add_argument("--p", type=int, default=None, help="prime modulus (default 61; quick 19)")
-    parser.add_argument("--train-fraction", type=float, default=DEFAULTS["train_fraction"])
+    parser.add_argument("--p", type=int, default=None, help="prime modulus (default 61; quick 23)")
+    parser.add_argument("--train-fraction", type=float, default=None, help="default 0.5; quick 0.7")
     parser.add_argument(
         "--n-iter", type=int, default=None, help="iterations (default 75; quick 30)"
     )
@@ -221,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ridge", type=float, default=DEFAULTS["ridge"], help="0 = ridgeless")
     parser.add_argument("--agop-power", type=float, default=0.5, help="NFA-RFM: M <- AGOP^s")
     parser.add_argument("--normalize", default="max", choices=["max", "trace", "none"])
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "float64"], help="working precision"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small p and few iterations")
     parser.add_argument("--out", default="results/grokking")
@@ -230,17 +244,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     """Fill the size options from --quick or the defaults and check them."""
+    base = QUICK if args.quick else DEFAULTS
+
+    def pick(name):
+        value = getattr(args, name)
+        return value if value is not None else base.get(name, DEFAULTS[name])
+
     opts = {
-        "p": args.p if args.p is not None else (QUICK["p"] if args.quick else DEFAULTS["p"]),
-        "n_iter": args.n_iter
-        if args.n_iter is not None
-        else (QUICK["n_iter"] if args.quick else DEFAULTS["n_iter"]),
-        "train_fraction": args.train_fraction,
+        "p": pick("p"),
+        "n_iter": pick("n_iter"),
+        "train_fraction": pick("train_fraction"),
         "kernel": args.kernel,
         "bandwidth": args.bandwidth,
         "ridge": args.ridge,
         "agop_power": args.agop_power,
         "normalize": args.normalize,
+        "dtype": args.dtype,
         "seed": args.seed,
     }
     if opts["n_iter"] < 1:
