@@ -36,12 +36,12 @@ DEFAULTS = dict(
     ks=[2, 3, 4],
     ns=[250, 500, 1000, 2000, 4000],
     n_test=2000,
-    n_iter=10,
+    n_iter=15,
     kernel="laplace",
     bandwidth=10.0,
     ridge=1e-3,
 )
-QUICK = dict(ks=[2, 3], ns=[100, 200, 400, 800], n_test=1000, n_iter=8)
+QUICK = dict(ks=[2, 3], ns=[125, 250, 500, 1000, 2000], n_test=1000, n_iter=12)
 
 
 def derived_seed(*parts: int) -> int:
@@ -209,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seed", type=int, default=None, help="shorthand for --seeds SEED")
     parser.add_argument("--success-accuracy", type=float, default=0.95)
-    parser.add_argument("--quick", action="store_true", help="k = 2, 3 and n <= 800")
+    parser.add_argument("--quick", action="store_true", help="k = 2, 3 and n <= 2000")
     parser.add_argument("--out", default="results/parity")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
