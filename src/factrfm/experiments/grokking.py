@@ -78,7 +78,9 @@ def snapshot_iterations(n_iter: int, count: int = 5) -> list[int]:
     return sorted(i for i in its if 0 <= i <= n_iter)
 
 
-def run_single(cfg: dict[str, Any], progress: bool = True) -> tuple[dict[str, Any], dict]:
+def run_single(
+    cfg: dict[str, Any], progress: bool = True, device: str = "cpu"
+) -> tuple[dict[str, Any], dict]:
     """Fit one RFM on one modular task and measure every iteration.
 
     Parameters
@@ -88,6 +90,8 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> tuple[dict[str, An
         normalize, seed, operation, rule.
     progress : bool
         Show a tqdm bar over iterations.
+    device : str
+        Where the RFM computes ("cpu", "cuda", ...); results are stored on the CPU.
 
     Returns
     -------
@@ -109,10 +113,10 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> tuple[dict[str, An
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fit_rfm(
-            data.X_train,
-            data.Y_train,
-            data.X_test,
-            data.Y_test,
+            data.X_train.to(device),
+            data.Y_train.to(device),
+            data.X_test.to(device),
+            data.Y_test.to(device),
             kernel=kernel,
             rule=cfg["rule"],
             n_iter=cfg["n_iter"],
@@ -236,6 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=["float32", "float64"], help="working precision"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device for the RFM (cpu, cuda)")
     parser.add_argument("--quick", action="store_true", help="small p and few iterations")
     parser.add_argument("--out", default="results/grokking")
     parser.add_argument("--no-plots", action="store_true")
@@ -283,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         path = runs_dir / f"{op}_{rule}.json"
         record = load_run(path, cfg)
         if record is None:
-            record, snapshots = run_single(cfg, progress=not args.quiet)
+            record, snapshots = run_single(cfg, progress=not args.quiet, device=args.device)
             runs_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(runs_dir / f"{op}_{rule}_M.npz", **snapshots)
             write_json_atomic(path, record)  # last: its presence marks the run finished

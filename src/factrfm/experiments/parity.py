@@ -58,7 +58,7 @@ def make_parity_kernel(name: str, bandwidth: float):
     return make_kernel(name, bandwidth=bandwidth)
 
 
-def run_single(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def run_single(cfg: dict[str, Any], progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Fit one RFM on one sparse-parity sample and measure every iteration.
 
     Parameters
@@ -68,6 +68,8 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
         encoding, rule, seed, success_accuracy.
     progress : bool
         Show a tqdm bar over iterations.
+    device : str
+        Where the RFM computes ("cpu", "cuda", ...); results are stored on the CPU.
 
     Returns
     -------
@@ -92,10 +94,10 @@ def run_single(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     desc = f"k={cfg['k']} n={cfg['n']} {cfg['rule']}"
     with tqdm(total=cfg["n_iter"] + 1, desc=desc, disable=not progress, leave=False) as bar:
         result = fit_rfm(
-            X,
-            one_hot(y, 2),
-            X_test,
-            one_hot(y_test, 2),
+            X.to(device),
+            one_hot(y, 2).to(device),
+            X_test.to(device),
+            one_hot(y_test, 2).to(device),
             kernel=kernel,
             rule=cfg["rule"],
             n_iter=cfg["n_iter"],
@@ -209,6 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seed", type=int, default=None, help="shorthand for --seeds SEED")
     parser.add_argument("--success-accuracy", type=float, default=0.95)
+    parser.add_argument("--device", default="cpu", help="torch device for the RFM (cpu, cuda)")
     parser.add_argument("--quick", action="store_true", help="k = 2, 3 and n <= 2000")
     parser.add_argument("--out", default="results/parity")
     parser.add_argument("--no-plots", action="store_true")
@@ -279,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         path = out / "runs" / f"k{k}_n{n}_{rule}_s{seed}.json"
         record = load_run(path, cfg)
         if record is None:
-            record = run_single(cfg, progress=not args.quiet)
+            record = run_single(cfg, progress=not args.quiet, device=args.device)
             write_json_atomic(path, record)
         records.append(record)
     table = success_table(records)
