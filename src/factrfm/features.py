@@ -47,16 +47,15 @@ class FeatureLearningError(FloatingPointError):
     """The feature update produced a matrix that cannot serve as a metric (zero or non-finite)."""
 
 
-def _partial_H(kernel: Kernel, Xb, Z, alpha, M):
-    """For a block of points ``Xb``: ``H`` of shape ``(b, c, d)`` (``G_i^T = H_i^T M``) and ``W``."""
-    K, W = kernel.gradient_weights(Xb, Z, M)
-    del K
+def _partial_H(kernel: Kernel, Xb, Z, alpha, W):
+    """For a block of points ``Xb`` with gradient coefficients ``W`` (rows of ``Xb``, columns of
+    ``Z``): ``H`` of shape ``(b, c, d)``, so that the Jacobian is ``G_i^T = H_i^T M``."""
     # T[b, c, :] = sum_j W[b, j] alpha[j, c] Z[j, :]
     T = (W[:, None, :] * alpha.T[None, :, :]) @ Z
     if kernel.radial:
         A = W @ alpha  # (b, c)
         T = A[:, :, None] * Xb[:, None, :] - T
-    return T, W
+    return T
 
 
 def jacobians(
@@ -77,7 +76,8 @@ def jacobians(
     out = X.new_empty(X.shape[0], c, d)
     rows = default_block_rows(centres.shape[0], per_entry=c + 2, budget=block_entries)
     for sl in row_blocks(X.shape[0], rows):
-        H, _ = _partial_H(kernel, X[sl], centres, alpha, Md)
+        _, W = kernel.gradient_weights(X[sl], centres, Md)
+        H = _partial_H(kernel, X[sl], centres, alpha, W)
         out[sl] = H @ Md  # G^T = H^T M (M symmetric)
     return out
 
@@ -100,12 +100,16 @@ def feature_matrices(
     agop: bool = True,
     centering: bool = False,
     block_entries: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> FeatureMatrices:
     """FACT matrix ``F = (1/n) sum_i G_i alpha_i x_i^T`` and ``AGOP = (1/n) sum_i G_i G_i^T``.
 
     ``X`` holds the training points, which are also the kernel centres, and ``alpha`` their
     coefficients. ``centering=True`` subtracts the mean Jacobian before forming the AGOP.
-    Both are computed in one pass over row blocks; results are float64.
+    Both are computed in one pass over row blocks; results are float64. ``weights`` may hold
+    the ``(n, n)`` gradient coefficients of :meth:`~factrfm.kernels.Kernel.gradient_weights`
+    when they are already at hand (they are then overwritten); else they are computed block by
+    block.
     """
     n, d = X.shape
     c = alpha.shape[1]
@@ -117,15 +121,14 @@ def feature_matrices(
     rows = default_block_rows(n, per_entry=per_entry, budget=block_entries)
     for sl in row_blocks(n, rows):
         Xb = X[sl]
+        W = weights[sl] if weights is not None else kernel.gradient_weights(Xb, X, Md)[1]
         if agop:
-            H, W = _partial_H(kernel, Xb, X, alpha, Md)
+            H = _partial_H(kernel, Xb, X, alpha, W)
             Hf = H.reshape(-1, d)
             HH += (Hf.T @ Hf).double()
             if centering:
                 H_sum += H.sum(0).double()
             del H, Hf
-        else:
-            _, W = kernel.gradient_weights(Xb, X, Md)
         if fact:
             B = W.mul_(alpha[sl] @ alpha.T)  # W is not needed afterwards
             part = -(B @ X).T @ Xb if kernel.radial else (B @ X).T @ Xb

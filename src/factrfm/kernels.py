@@ -109,22 +109,28 @@ class RadialKernel(Kernel):
         self.bandwidth = bandwidth
 
     @staticmethod
-    def squared_distances(X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-        """``||X[i] - Z[j]||_M^2`` for all pairs; values at round-off level are set to 0."""
+    def squared_distances(
+        X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor, exact_zeros: bool = True
+    ) -> torch.Tensor:
+        """``||X[i] - Z[j]||_M^2`` for all pairs, clamped at 0.
+
+        The expansion ``|x|^2 + |z|^2 - 2 x.z`` loses about ``eps (|x|^2 + |z|^2)`` to
+        cancellation. With ``exact_zeros`` (needed wherever the result is divided by), values
+        below that level are set to exactly 0 (equal points, duplicated rows).
+        """
         _check_metric(M, X.shape[1])
         M = M.to(X.dtype)
         XM = X @ M
         x2 = (XM * X).sum(1)
         z2 = x2 if Z is X else ((Z @ M) * Z).sum(1)
-        D = XM @ Z.T
-        D.mul_(-2).add_(x2[:, None]).add_(z2[None, :])
-        # The expansion loses ~eps * (|x|^2 + |z|^2) to cancellation: distances below that are
-        # indistinguishable from 0 and are set to exactly 0 (equal points, duplicated rows).
+        D = torch.addmm(x2[:, None], XM, Z.T, beta=1.0, alpha=-2.0).add_(z2[None, :])
+        if not exact_zeros:
+            return D.clamp_(min=0)
         tol = (x2[:, None] + z2[None, :]).mul_(8 * torch.finfo(D.dtype).eps)
         return D.masked_fill_(D <= tol, 0.0)
 
     def matrix(self, X, Z, M):
-        return self._profile(self.squared_distances(X, Z, M))
+        return self._profile(self.squared_distances(X, Z, M, exact_zeros=False))
 
     def gradient_weights(self, X, Z, M):
         r2 = self.squared_distances(X, Z, M)
@@ -156,16 +162,18 @@ class ExponentialKernel(RadialKernel):
     def _profile(self, r2):
         q, L = self.exponent, self.bandwidth
         # (r / L)^q = (r2 / L^2)^(q / 2)
-        return r2.div_(L * L).pow_(q / 2).neg_().exp_()
+        t = r2.sqrt_().div_(L) if q == 1 else r2.div_(L * L).pow_(q / 2)
+        return t.neg_().exp_()
 
     def _omega(self, K, r2):
         q, L = self.exponent, self.bandwidth
         if q == 2:
             return K * (-2.0 / (L * L))
-        # phi'(r)/r = -(q / L^q) r^(q-2) K
+        # phi'(r)/r = -(q / L^q) r^(q-2) K, set to 0 where r = 0
         zero = r2 == 0
-        out = r2.masked_fill(zero, 1.0).pow_((q - 2) / 2).mul_(K).mul_(-q / L**q)
-        return out.masked_fill_(zero, 0.0)
+        r2 = r2.masked_fill_(zero, 1.0)
+        out = r2.rsqrt_() if q == 1 else r2.pow_((q - 2) / 2)
+        return out.mul_(K).mul_(-q / L**q).masked_fill_(zero, 0.0)
 
 
 class LaplaceKernel(ExponentialKernel):

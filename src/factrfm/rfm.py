@@ -109,10 +109,12 @@ def _as_ridges(ridge: float | Sequence[float]) -> list[float]:
 
 def _solve_ridges(K, Y, K_val, Y_val, ridges, method, task):
     """Kernel ridge for every ridge in the grid; return the best on validation data as
-    ``(alpha, ridge, K @ alpha)``. A single ridge needs no validation data."""
+    ``(alpha, ridge, K @ alpha)``. A single ridge needs no validation data. ``K`` may be
+    overwritten."""
     if len(ridges) == 1:
-        alpha = solve_cholesky(K, Y, ridges[0]).alpha
-        return alpha, ridges[0], K @ alpha
+        # K is not needed afterwards: factor it in place; (K + s I) alpha = Y gives K alpha.
+        sol = solve_cholesky(K, Y, ridges[0], overwrite=True)
+        return sol.alpha, ridges[0], Y - sol.shift * sol.alpha
     if method == "eigh":
         path = RidgePath(K, Y)
         KV = path.project(K_val)
@@ -228,7 +230,13 @@ def fit_rfm(
     best: tuple | None = None  # (key, iteration, M, alpha, ridge)
     for t in range(int(n_iter) + 1):
         Md = M.to(X.dtype)
-        K = kernel.matrix(X, X, Md)
+        last = t == n_iter
+        want_features = not last or keep_feature_matrices
+        # One pass gives K and, when a feature step follows, its gradient coefficients W.
+        if want_features:
+            K, W = kernel.gradient_weights(X, X, Md)
+        else:
+            K, W = kernel.matrix(X, X, Md), None
         K_val = kernel.matrix(X_val, X, Md) if has_val else None
         alpha, chosen, train_pred = _solve_ridges(K, Y, K_val, Y_val, ridges, ridge_solver, task)
         del K
@@ -244,11 +252,9 @@ def fit_rfm(
         if best is None or key < best[0]:
             best = (key, t, M, alpha, chosen)
 
-        last = t == n_iter
-        need_update = not last
-        if need_update or keep_feature_matrices:
-            need_fact = (rule != "agop" and need_update) or keep_feature_matrices
-            need_agop = (rule == "agop" and need_update) or keep_feature_matrices
+        if want_features:
+            need_fact = (rule != "agop" and not last) or keep_feature_matrices
+            need_agop = (rule == "agop" and not last) or keep_feature_matrices
             mats = feature_matrices(
                 kernel,
                 X,
@@ -258,7 +264,9 @@ def fit_rfm(
                 agop=need_agop,
                 centering=centering,
                 block_entries=block_size,
+                weights=W,
             )
+            del W
             if keep_feature_matrices:
                 record.fact, record.agop = mats.fact, mats.agop
         history.append(record)

@@ -50,7 +50,9 @@ def solve_cholesky(
     for attempt in range(max_tries + 1):
         L, info = torch.linalg.cholesky_ex(A)
         if int(info) == 0:
-            alpha = torch.cholesky_solve(Y.to(A.dtype), L)
+            # Two triangular solves: several times faster than cholesky_solve on CPUs.
+            Z = torch.linalg.solve_triangular(L, Y.to(A.dtype), upper=False)
+            alpha = torch.linalg.solve_triangular(L.mT, Z, upper=True)
             if torch.isfinite(alpha).all():
                 if added > 0:
                     warnings.warn(
