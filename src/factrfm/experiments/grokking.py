@@ -393,7 +393,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     axes[0].axhline(1.0 / c0["p"], color="grey", lw=0.8, ls=":")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="center left")
     axes[1].legend(fontsize=7)
     fig.suptitle(
         f"(a {OP_SYMBOLS[c0['operation']]} b) mod {c0['p']}, train fraction "
