@@ -24,6 +24,7 @@ QUICK_CFG = dict(
     ridge=0.0,
     agop_power=0.5,
     normalize="max",
+    centering=False,
     dtype="float32",
     seed=0,
 )

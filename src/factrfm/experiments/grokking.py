@@ -64,6 +64,7 @@ def run_config(args_like: dict[str, Any], operation: str, rule: str) -> dict[str
         "ridge",
         "agop_power",
         "normalize",
+        "centering",
         "dtype",
         "seed",
     )
@@ -87,7 +88,7 @@ def run_single(
     ----------
     cfg : dict
         As made by ``run_config``: p, train_fraction, n_iter, kernel, bandwidth, ridge, agop_power,
-        normalize, seed, operation, rule.
+        normalize, centering, dtype, seed, operation, rule.
     progress : bool
         Show a tqdm bar over iterations.
     device : str
@@ -123,6 +124,7 @@ def run_single(
             ridge=cfg["ridge"],
             agop_power=cfg["agop_power"],
             normalize=cfg["normalize"],
+            centering=cfg["centering"],
             task="classification",
             select="last",
             keep_matrices=True,
@@ -237,6 +239,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agop-power", type=float, default=0.5, help="NFA-RFM: M <- AGOP^s")
     parser.add_argument("--normalize", default="max", choices=["max", "trace", "none"])
     parser.add_argument(
+        "--centering",
+        action="store_true",
+        help="subtract the mean gradient before forming the AGOP (NFA-RFM; FACT is unaffected)",
+    )
+    parser.add_argument(
         "--dtype", default="float32", choices=["float32", "float64"], help="working precision"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -264,6 +271,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         "ridge": args.ridge,
         "agop_power": args.agop_power,
         "normalize": args.normalize,
+        "centering": args.centering,
         "dtype": args.dtype,
         "seed": args.seed,
     }
