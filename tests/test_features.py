@@ -8,7 +8,6 @@ from factrfm.features import (
     feature_matrices,
     jacobians,
     normalize_metric,
-    psd_power,
     update_metric,
 )
 from factrfm.kernels import (
@@ -17,6 +16,7 @@ from factrfm.kernels import (
     LaplaceKernel,
     PolynomialKernel,
 )
+from factrfm.linalg import psd_power
 
 KERNELS = [
     LaplaceKernel(2.0),
@@ -154,7 +154,8 @@ def test_diag_update_keeps_only_the_diagonal():
 
 def test_psd_power_clips_roundoff_negatives():
     v = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
-    A = v @ v.T - 1e-14 * torch.eye(2, dtype=torch.float64)  # rank one, one tiny negative eigenvalue
+    # rank one, with one tiny negative eigenvalue
+    A = v @ v.T - 1e-14 * torch.eye(2, dtype=torch.float64)
     R = psd_power(A, 0.5)
     assert torch.isfinite(R).all()
     assert torch.allclose(R @ R, v @ v.T, atol=1e-6)
@@ -175,3 +176,15 @@ def test_normalizations():
     assert normalize_metric(M, "none") is M
     with pytest.raises(ValueError, match="normalize"):
         normalize_metric(M, "median")
+
+
+@pytest.mark.parametrize("c", [1, 30])  # product route (small c) and entry-wise route (large c)
+@pytest.mark.parametrize("kernel", [KERNELS[0], KERNELS[5]], ids=[IDS[0], IDS[5]])
+def test_fact_matrix_routes_match_the_jacobian_formula(kernel, c):
+    from factrfm.features import _fact_operand
+
+    X, alpha, M = _problem(seed=9, n=17, d=4, c=c)
+    assert (_fact_operand(alpha, X) is None) == (c == 30)
+    G = jacobians(kernel, X, X, alpha, M)
+    ref = torch.einsum("ncd,nc,ne->de", G, alpha, X) / len(X)
+    assert _rel(feature_matrices(kernel, X, alpha, M, agop=False).fact, ref) <= 1e-6

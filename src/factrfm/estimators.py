@@ -8,8 +8,9 @@ Documented handling of awkward input
 * NaN, inf, strings, complex numbers, wrong shapes, fewer than 2 rows, a single class, and a
   different number of features at predict time raise ``ValueError`` (from scikit-learn's
   validation, whose messages name the problem).
-* Constant columns carry no information: standardisation maps them to 0 (their scale is
-  taken as 1), so they add nothing to any distance and get zero feature importance.
+* Columns constant in the training rows carry no information: they are set to 0 after
+  preprocessing (at predict time too), so they add nothing to any distance and get zero
+  feature importance.
 * Duplicated rows give zero distances. The kernels define the gradient there as 0 (the symmetric
   sub-gradient of the Laplace kernel), and a singular kernel matrix is factored with a small
   jitter (a ``RuntimeWarning`` says how much).
@@ -144,10 +145,17 @@ class _RFMBase(BaseEstimator):
     def _to_tensor(self, A: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(A), dtype=self._torch_dtype, device=self.device)
 
-    def _transform(self, X: np.ndarray) -> torch.Tensor:
+    def _preprocess(self, X: np.ndarray) -> np.ndarray:
+        """Fitted preprocessing; columns constant in the training rows become exactly 0."""
         if self.preprocessor_ is not None:
             X = self.preprocessor_.transform(X)
-        return self._to_tensor(X)
+        if self.constant_features_.any():
+            X = np.array(X, dtype=np.float64, copy=True)
+            X[:, self.constant_features_] = 0.0
+        return X
+
+    def _transform(self, X: np.ndarray) -> torch.Tensor:
+        return self._to_tensor(self._preprocess(X))
 
     def _split(self, X, Y, y_strat, rng):
         """Seeded train/validation split, stratified for classes when every class allows it."""
@@ -177,6 +185,7 @@ class _RFMBase(BaseEstimator):
         else:
             X_tr, Y_tr, X_val, Y_val = X, Y, None, None
 
+        self.constant_features_ = np.ptp(X_tr, axis=0) == 0
         self.preprocessor_ = self._make_preprocessor(len(X_tr), rng)
         if self.preprocessor_ is not None:
             self.preprocessor_.fit(X_tr)
@@ -231,9 +240,7 @@ class _RFMBase(BaseEstimator):
         # it comes in (float32 GEMMs round differently for different batch sizes).
         check_is_fitted(self, "alpha_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        if self.preprocessor_ is not None:
-            X = self.preprocessor_.transform(X)
-        X = torch.as_tensor(X, dtype=torch.float64, device=self.centres_.device)
+        X = torch.as_tensor(self._preprocess(X), dtype=torch.float64, device=self.centres_.device)
         out = predict_kernel(
             self.kernel_, X, self.centres_.double(), self.alpha_.double(), self.M_,
             self.block_size,
@@ -352,6 +359,8 @@ class RFMClassifier(ClassifierMixin, _RFMBase):
     ----------
     classes_ : ndarray
     temperature_ : float
+    constant_features_ : ndarray of bool
+        Columns constant in the training rows (ignored).
     (and those of :class:`RFMRegressor`; ``history_`` also has ``train_accuracy`` and
     ``val_accuracy``)
     """

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from factrfm.kernels import Kernel, default_block_rows, row_blocks
+from factrfm.linalg import psd_power
 
 __all__ = [
     "RULES",
@@ -32,7 +33,6 @@ __all__ = [
     "jacobians",
     "feature_matrices",
     "FeatureMatrices",
-    "psd_power",
     "update_metric",
     "normalize_metric",
     "FeatureLearningError",
@@ -56,6 +56,33 @@ def _partial_H(kernel: Kernel, Xb, Z, alpha, W):
         A = W @ alpha  # (b, c)
         T = A[:, :, None] * Xb[:, None, :] - T
     return T
+
+
+def _fact_operand(alpha: torch.Tensor, X: torch.Tensor) -> torch.Tensor | None:
+    """``[alpha_1 * X, ..., alpha_c * X, alpha]`` (n, c (d + 1)), when one product with it is
+    cheaper than forming ``B = W * (alpha alpha^T)`` entry by entry.
+
+    Cost model per kernel entry: the product takes ``c (d + 1)`` multiply-adds; the entry-wise
+    route takes ``c + d`` plus three passes over an ``n x n`` block, each worth about 30
+    multiply-adds of a matrix product on a CPU.
+    """
+    n, d = X.shape
+    c = alpha.shape[1]
+    if c * (d + 1) > c + d + 90:
+        return None
+    return torch.cat([(alpha[:, k : k + 1] * X) for k in range(c)] + [alpha], dim=1)
+
+
+def _fact_products(W, alpha, sl, X, Q):
+    """``B X`` and ``B 1`` for the rows ``sl`` of ``B = W * (alpha alpha^T)``; may overwrite W."""
+    d, c = X.shape[1], alpha.shape[1]
+    a = alpha[sl]
+    if Q is None:
+        B = W.mul_(a @ alpha.T)
+        return B @ X, B.sum(1)
+    R = W @ Q
+    BX = sum(a[:, k : k + 1] * R[:, k * d : (k + 1) * d] for k in range(c))
+    return BX, (a * R[:, c * d :]).sum(1)
 
 
 def jacobians(
@@ -119,6 +146,7 @@ def feature_matrices(
     H_sum = X.new_zeros(c, d, dtype=torch.float64)
     per_entry = (c + 2) if agop else 2
     rows = default_block_rows(n, per_entry=per_entry, budget=block_entries)
+    Q = _fact_operand(alpha, X) if fact else None
     for sl in row_blocks(n, rows):
         Xb = X[sl]
         W = weights[sl] if weights is not None else kernel.gradient_weights(Xb, X, Md)[1]
@@ -130,10 +158,10 @@ def feature_matrices(
                 H_sum += H.sum(0).double()
             del H, Hf
         if fact:
-            B = W.mul_(alpha[sl] @ alpha.T)  # W is not needed afterwards
-            part = -(B @ X).T @ Xb if kernel.radial else (B @ X).T @ Xb
+            BX, B1 = _fact_products(W, alpha, sl, X, Q)
+            part = -BX.T @ Xb if kernel.radial else BX.T @ Xb
             if kernel.radial:
-                part += Xb.T @ (B.sum(1, keepdim=True) * Xb)
+                part += Xb.T @ (B1[:, None] * Xb)
             S += part.double()
         del W
     M64 = M.double()
@@ -147,18 +175,6 @@ def feature_matrices(
             HH -= mean_H.T @ mean_H
         out.agop = M64 @ HH @ M64
     return out
-
-
-def psd_power(A: torch.Tensor, power: float) -> torch.Tensor:
-    """``A^power`` for a symmetric PSD matrix, in float64 via ``eigh``.
-
-    ``A`` is symmetrised first; negative eigenvalues (round-off of a PSD matrix) are clipped to 0.
-    """
-    A = A.double()
-    A = (A + A.T) / 2
-    evals, evecs = torch.linalg.eigh(A)
-    evals = evals.clamp(min=0).pow(power)
-    return (evecs * evals) @ evecs.T
 
 
 def _update_target(rule: str, M: torch.Tensor, mats: FeatureMatrices) -> tuple[torch.Tensor, float]:

@@ -56,7 +56,9 @@ def row_blocks(n: int, block_rows: int) -> Iterator[slice]:
 
 def _check_metric(M: torch.Tensor, d: int) -> None:
     if M.shape != (d, d):
-        raise ValueError(f"M must have shape ({d}, {d}) to match {d} features, got {tuple(M.shape)}")
+        raise ValueError(
+            f"M must have shape ({d}, {d}) to match {d} features, got {tuple(M.shape)}"
+        )
 
 
 class Kernel:
@@ -96,8 +98,8 @@ class Kernel:
 class RadialKernel(Kernel):
     """A kernel ``phi(r)`` of the Mahalanobis distance ``r = ||x - z||_M``.
 
-    Subclasses define ``_profile(r2)`` (kernel from squared distances, in place allowed) and
-    ``_omega(K, r2)`` (``phi'(r) / r``).
+    Subclasses define ``_profile(r2)`` (the kernel from squared distances) and
+    ``_profile_and_omega(r2)`` (the kernel and ``phi'(r) / r``), both free to overwrite ``r2``.
     """
 
     radial = True
@@ -133,14 +135,14 @@ class RadialKernel(Kernel):
         return self._profile(self.squared_distances(X, Z, M, exact_zeros=False))
 
     def gradient_weights(self, X, Z, M):
-        r2 = self.squared_distances(X, Z, M)
-        K = self._profile(r2.clone())
-        return K, self._omega(K, r2)
+        return self._profile_and_omega(self.squared_distances(X, Z, M))
 
     def _profile(self, r2: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The kernel from squared distances; may overwrite ``r2``."""
         raise NotImplementedError
 
-    def _omega(self, K: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def _profile_and_omega(self, r2: torch.Tensor):  # pragma: no cover - abstract
+        """``(K, phi'(r) / r)`` from squared distances; may overwrite ``r2``."""
         raise NotImplementedError
 
 
@@ -159,21 +161,26 @@ class ExponentialKernel(RadialKernel):
             raise ValueError(f"exponent must lie in (0, 2], got {exponent!r}")
         self.exponent = exponent
 
-    def _profile(self, r2):
+    def _scaled_power(self, r2: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``s = (r / L)^q`` from ``r2 = r^2``."""
         q, L = self.exponent, self.bandwidth
-        # (r / L)^q = (r2 / L^2)^(q / 2)
-        t = r2.sqrt_().div_(L) if q == 1 else r2.div_(L * L).pow_(q / 2)
-        return t.neg_().exp_()
+        if q == 1:
+            s = r2.sqrt_() if inplace else r2.sqrt()
+        elif q == 2:
+            s = r2 if inplace else r2.clone()
+        else:
+            s = r2.pow_(q / 2) if inplace else r2.pow(q / 2)
+        return s.mul_(L**-q)
 
-    def _omega(self, K, r2):
-        q, L = self.exponent, self.bandwidth
-        if q == 2:
-            return K * (-2.0 / (L * L))
-        # phi'(r)/r = -(q / L^q) r^(q-2) K, set to 0 where r = 0
-        zero = r2 == 0
-        r2 = r2.masked_fill_(zero, 1.0)
-        out = r2.rsqrt_() if q == 1 else r2.pow_((q - 2) / 2)
-        return out.mul_(K).mul_(-q / L**q).masked_fill_(zero, 0.0)
+    def _profile(self, r2):
+        return self._scaled_power(r2, inplace=True).neg_().exp_()
+
+    def _profile_and_omega(self, r2):
+        # phi(r) = exp(-s), s = (r / L)^q;  phi'(r) / r = -q K s / r^2  (0/0 = NaN at r = 0 -> 0)
+        s = self._scaled_power(r2, inplace=False)
+        K = torch.exp(s.neg())
+        omega = s.mul_(K).div_(r2).mul_(-self.exponent)
+        return K, omega.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class LaplaceKernel(ExponentialKernel):
@@ -192,12 +199,13 @@ class GaussianKernel(RadialKernel):
     def _profile(self, r2):
         return r2.mul_(-0.5 / self.bandwidth**2).exp_()
 
-    def _omega(self, K, r2):
-        return K * (-1.0 / self.bandwidth**2)
+    def _profile_and_omega(self, r2):
+        K = self._profile(r2)
+        return K, K * (-1.0 / self.bandwidth**2)
 
 
 class PolynomialKernel(Kernel):
-    """``k(x, z) = (x^T M z + coef0)^degree``; the default is the quadratic kernel ``(x^T M z)^2``."""
+    """``k(x, z) = (x^T M z + coef0)^degree``; the default is the quadratic ``(x^T M z)^2``."""
 
     radial = False
 
