@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("factrfm.experiments.demo", "fit FACT-RFM, NFA-RFM and kernel ridge on bundled data"),
     "nn-check": ("factrfm.experiments.networks", "FACT vs NFA, per layer, of a trained MLP"),
     "bench": ("factrfm.experiments.tabular", "tabular benchmark: uci121 or uci-regression"),
+    "grokking": ("factrfm.experiments.grokking", "grokking of modular arithmetic (FACT/NFA-RFM)"),
+    "parity": ("factrfm.experiments.parity", "sparse parity: the sample-size phase transition"),
 }
 
 

@@ -72,23 +72,37 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'data set':<28} {'method':<13} {'score':>7} {'metric':<8} {'fit s':>7} {'iter':>4}")
     for name, task, Xtr, Xte, ytr, yte in jobs:
         for method, params in METHODS.items():
-            est, score, seconds = _fit_and_score(task, params, args.n_iter, args.seed,
-                                                 Xtr, Xte, ytr, yte)
+            est, score, seconds = _fit_and_score(
+                task, params, args.n_iter, args.seed, Xtr, Xte, ytr, yte
+            )
             metric = "accuracy" if task == "classification" else "R^2"
-            rows.append(dict(dataset=name, method=method, metric=metric, score=score,
-                             fit_seconds=seconds, best_iter=est.best_iter_,
-                             n_train=len(Xtr), n_test=len(Xte), n_features=Xtr.shape[1]))
-            print(f"{name:<28} {method:<13} {score:>7.4f} {metric:<8} {seconds:>7.2f} "
-                  f"{est.best_iter_:>4}")
+            rows.append(
+                dict(
+                    dataset=name,
+                    method=method,
+                    metric=metric,
+                    score=score,
+                    fit_seconds=seconds,
+                    best_iter=est.best_iter_,
+                    n_train=len(Xtr),
+                    n_test=len(Xte),
+                    n_features=Xtr.shape[1],
+                )
+            )
+            print(
+                f"{name:<28} {method:<13} {score:>7.4f} {metric:<8} {seconds:>7.2f} "
+                f"{est.best_iter_:>4}"
+            )
             if name == parity_name and method != "kernel ridge":
                 metrics[method] = est.M_.cpu().numpy()
-    top = {m: sorted(np.argsort(np.diag(M))[-len(support):].tolist()) for m, M in metrics.items()}
+    top = {m: sorted(np.argsort(np.diag(M))[-len(support) :].tolist()) for m, M in metrics.items()}
     summary = dict(rows=rows, parity_support=list(support), parity_top_diagonal=top)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
     for method, idx in top.items():
         found = "found" if idx == list(support) else "missed"
-        print(f"{method}: largest diag(M) entries at {idx}; parity support {list(support)} "
-              f"({found})")
+        print(
+            f"{method}: largest diag(M) entries at {idx}; parity support {list(support)} ({found})"
+        )
     _plot_metrics(metrics, support, args.out / "parity_metric.png", parity_name)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'parity_metric.png'}")
     return 0
