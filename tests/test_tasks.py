@@ -21,13 +21,11 @@ from factrfm.datasets.tasks import (
 )
 from factrfm.experiments.measures import (
     circulant_deviation,
-    cosine_alignment,
     discrete_log_order,
     first_iteration_above,
     modular_block_order,
     modular_circulant_deviation,
     nearest_circulant,
-    pearson_entries,
     reorder_feature_matrix,
     support_weight,
     top_k_indices,
@@ -250,24 +248,6 @@ def test_block_of_a_structured_matrix_becomes_circulant_after_reordering(operati
 def test_modular_measures_reject_wrong_shape():
     with pytest.raises(ValueError, match=r"M must have shape \(2p, 2p\)"):
         modular_circulant_deviation(np.eye(10), 7, "add")
-
-
-def test_cosine_and_pearson_against_formulas():
-    rng = np.random.default_rng(3)
-    A, B = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
-    assert cosine_alignment(A, A) == pytest.approx(1.0)
-    assert cosine_alignment(A, -2 * A) == pytest.approx(-1.0)
-    assert cosine_alignment(A, B) == pytest.approx(
-        np.dot(A.ravel(), B.ravel()) / np.linalg.norm(A) / np.linalg.norm(B)
-    )
-    assert pearson_entries(A, 3 * A + 1) == pytest.approx(1.0)
-    assert pearson_entries(A, B) == pytest.approx(np.corrcoef(A.ravel(), B.ravel())[0, 1])
-    with pytest.raises(ValueError, match="constant entries"):
-        pearson_entries(A, np.ones((6, 6)))
-    with pytest.raises(ValueError, match="same shape"):
-        cosine_alignment(A, np.ones((5, 5)))
-    with pytest.raises(ValueError, match="non-finite"):
-        cosine_alignment(A, np.full((6, 6), np.nan))
 
 
 def test_support_weight_and_top_k():

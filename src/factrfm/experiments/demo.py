@@ -7,7 +7,6 @@ Writes ``results.json`` (every score and time) before drawing ``parity_metric.pn
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from factrfm.datasets.tasks import parity_support, sparse_parity
 from factrfm.estimators import RFMClassifier, RFMRegressor
+from factrfm.experiments.store import write_json_atomic
 
 METHODS = {
     "FACT-RFM": dict(rule="fact"),
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 metrics[method] = est.M_.cpu().numpy()
     top = {m: sorted(np.argsort(np.diag(M))[-len(support) :].tolist()) for m, M in metrics.items()}
     summary = dict(rows=rows, parity_support=list(support), parity_top_diagonal=top)
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(args.out / "results.json", summary)
     for method, idx in top.items():
         found = "found" if idx == list(support) else "missed"
         print(

@@ -26,13 +26,12 @@ from tqdm.auto import tqdm
 
 from factrfm.datasets.tasks import OPERATIONS, modular_arithmetic
 from factrfm.experiments.measures import (
-    cosine_alignment,
     first_iteration_above,
     modular_circulant_deviation,
-    pearson_entries,
     reorder_feature_matrix,
 )
 from factrfm.experiments.store import load_run, write_json_atomic
+from factrfm.linalg import cosine, pearson
 
 RULES = ("fact", "fact-geomean", "agop")
 RULE_LABELS = {"fact": "FACT-RFM", "fact-geomean": "FACT-RFM (geom. mean)", "agop": "NFA-RFM"}
@@ -185,13 +184,13 @@ def measure_history(history: list, p: int, operation: str) -> list[dict[str, Any
             "train_mse": m.get("train_mse"),
             "test_mse": m.get("val_mse"),
             "circulant_deviation": modular_circulant_deviation(rec.M, p, operation),
-            "alignment_final": cosine_alignment(rec.M, M_final),
+            "alignment_final": cosine(rec.M, M_final),
             "fact_agop_corr": None,
         }
         fact, agop = getattr(rec, "fact", None), getattr(rec, "agop", None)
         if fact is not None and agop is not None:
             try:
-                row["fact_agop_corr"] = pearson_entries(fact, agop)
+                row["fact_agop_corr"] = pearson(fact, agop)
             except ValueError:  # a constant matrix: correlation undefined
                 row["fact_agop_corr"] = None
         rows.append(row)

@@ -4,7 +4,6 @@
 - ``modular_block_order`` / ``reorder_feature_matrix``: the re-ordering of the two p-blocks of M
   under which the off-diagonal block of a learned M for ``(a op b) mod p`` becomes circulant
   (b -> -b for -, the discrete logarithm for * and /).
-- ``cosine_alignment``, ``pearson_entries``: agreement of two matrices.
 - ``support_weight``, ``top_k_indices``: how much of diag(M) sits on a parity support.
 """
 
@@ -196,46 +195,6 @@ def discrete_log_order(p: int) -> np.ndarray:
     order = np.empty(p - 1, dtype=np.int64)
     order[log[1:]] = np.arange(1, p)
     return order
-
-
-def cosine_alignment(A: ArrayLike, B: ArrayLike) -> float:
-    """Cosine of the angle between two matrices as vectors: <A, B>_F / (||A||_F ||B||_F).
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ or either matrix is zero.
-    """
-    A, B = _to_numpy(A, "A"), _to_numpy(B, "B")
-    if A.shape != B.shape:
-        raise ValueError(f"A and B must have the same shape, got {A.shape} and {B.shape}")
-    na, nb = np.linalg.norm(A), np.linalg.norm(B)
-    if na == 0 or nb == 0:
-        raise ValueError("cosine alignment is undefined for a zero matrix")
-    return float(np.sum(A * B) / (na * nb))
-
-
-def pearson_entries(A: ArrayLike, B: ArrayLike) -> float:
-    """Pearson correlation between the entries of two matrices of the same shape.
-
-    Returns
-    -------
-    float in [-1, 1]; NaN is never returned: a constant matrix raises ValueError.
-    """
-    A, B = _to_numpy(A, "A").ravel(), _to_numpy(B, "B").ravel()
-    if A.shape != B.shape:
-        raise ValueError(f"A and B must have the same shape, got {A.shape} and {B.shape}")
-    a, b = A - A.mean(), B - B.mean()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        raise ValueError("Pearson correlation is undefined for a matrix with constant entries")
-    return float(np.dot(a, b) / (na * nb))
-
-
-def symmetric_part(A: ArrayLike) -> np.ndarray:
-    """(A + A^T) / 2 of a square matrix."""
-    A = _to_numpy(A, "A")
-    return 0.5 * (A + A.T)
 
 
 def support_weight(diag: ArrayLike, support: Sequence[int]) -> float:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from factrfm.experiments.store import write_json_atomic
 from factrfm.nn import (
     AgreementTracker,
     fact_diagnostics,
@@ -186,12 +186,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    tmp.replace(path)
-
-
 def _accuracy(model: torch.nn.Module, X: torch.Tensor, y: np.ndarray) -> float:
     with torch.no_grad():
         return float((model(X).argmax(1).numpy() == y).mean())
@@ -326,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         "table": table,
         "warnings": tracker.warnings,
     }
-    _write_json(out / "results.json", results)
+    write_json_atomic(out / "results.json", results)
     _write_csv(out / "table.csv", table)
     _write_csv(out / "history.csv", tracker.history)
 
