@@ -157,7 +157,7 @@ def load_dataset(
     if len(ytr) > max_train:
         Xtr, _, ytr, _ = train_test_split(Xtr, ytr, train_size=max_train, stratify=ytr,
                                           random_state=seed)
-    keep = Xtr.std(0) > 0
+    keep = np.ptp(Xtr, axis=0) > 0  # exactly constant columns (std can be 1e-16 for them)
     Xtr, Xte = Xtr[:, keep], Xte[:, keep]
     mu, sd = Xtr.mean(0), Xtr.std(0)
     Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
