@@ -157,7 +157,9 @@ def load_dataset(
     if len(ytr) > max_train:
         Xtr, _, ytr, _ = train_test_split(Xtr, ytr, train_size=max_train, stratify=ytr,
                                           random_state=seed)
-    keep = np.ptp(Xtr, axis=0) > 0  # exactly constant columns (std can be 1e-16 for them)
+    # Drop constant columns; a stored constant column can vary at round-off level (std 1e-16).
+    scale = np.maximum(np.abs(Xtr).max(0), 1.0)
+    keep = Xtr.std(0) > 1e-12 * scale
     Xtr, Xte = Xtr[:, keep], Xte[:, keep]
     mu, sd = Xtr.mean(0), Xtr.std(0)
     Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
