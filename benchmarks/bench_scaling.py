@@ -9,8 +9,8 @@ JSON-lines file under ``--out`` as soon as it finishes; a rerun skips finished c
     # fit time and peak RSS for n = 1e4, 1e5, 1e6 (d = 20), ours and xRFM, 5 iterations each
     python benchmarks/bench_scaling.py scaling --sizes 10000 100000 1000000
 
-``xrfm`` is a benchmark-only dependency (``pip install xrfm``). The UCI files are read by a small
-local function (``read_uci``) until ``factrfm.datasets.uci`` lands.
+``xrfm`` is a benchmark-only dependency (``pip install xrfm``). The UCI files are read with
+``factrfm.datasets.uci`` from ``../shared/data`` (or ``$FACTRFM_DATA_DIR``).
 """
 
 from __future__ import annotations
@@ -31,25 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- data ---------------------------------------------------------------------------------
-def data_dir() -> Path:
-    env = os.environ.get("FACTRFM_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
 def read_uci(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """All rows of a uci121 set: ``<name>_R.dat`` (tab-separated, first column the row index,
-    last column the label)."""
-    import pandas as pd
+    """Features and labels of a uci121 set (the rows of its main file)."""
+    from factrfm.datasets.uci import load_uci121
 
-    folder = data_dir() / "uci121" / name
-    path = folder / f"{name}_R.dat.gz"
-    if not path.exists():
-        parts = [folder / f"{name}_train_R.dat.gz", folder / f"{name}_test_R.dat.gz"]
-        frames = [pd.read_csv(p, sep="\t", index_col=0) for p in parts]
-        df = pd.concat(frames)
-    else:
-        df = pd.read_csv(path, sep="\t", index_col=0)
-    return df.iloc[:, :-1].to_numpy(np.float64), df.iloc[:, -1].to_numpy()
+    data = load_uci121(name)
+    return data.X, data.y
 
 
 def synthetic(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
