@@ -8,6 +8,7 @@ from factrfm.kernels import (
     LaplaceKernel,
     PolynomialKernel,
 )
+from factrfm.partition import PartitionedRFMClassifier, PartitionedRFMRegressor
 from factrfm.rfm import RFMResult, fit_rfm
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "RFMClassifier",
     "RFMRegressor",
+    "PartitionedRFMClassifier",
+    "PartitionedRFMRegressor",
     "fit_rfm",
     "RFMResult",
     "Kernel",
