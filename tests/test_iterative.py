@@ -76,12 +76,14 @@ def test_nystrom_solver_with_every_row_as_centre_is_exact_kernel_ridge(ridge):
     assert _rel(sol.coef, exact) < 1e-6
 
 
-def test_nystrom_solver_matches_the_normal_equations_on_few_centres():
+@pytest.mark.parametrize("cache_entries", [0, 2**28])  # blocks recomputed / K_nm kept
+def test_nystrom_solver_matches_the_normal_equations_on_few_centres(cache_entries):
     X, Y = _data()
     kernel, M = LaplaceKernel(3.0), torch.eye(5, dtype=torch.float64)
     ridge = 1e-2
     sol = solve_nystrom(kernel, X, Y, M, ridge,
-                        IterativeOptions(n_centres=40, tol=1e-11, seed=5, block_entries=2000))
+                        IterativeOptions(n_centres=40, tol=1e-11, seed=5, block_entries=2000,
+                                         cache_entries=cache_entries))
     C = X[sol.centre_idx]
     Knm, Kmm = kernel.matrix(X, C, M), kernel.matrix(C, C, M)
     ref = torch.linalg.solve(Knm.T @ Knm + ridge * Kmm, Knm.T @ Y)

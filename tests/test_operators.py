@@ -123,3 +123,16 @@ def test_sample_rows_is_seeded_sorted_and_without_replacement():
     assert torch.equal(sample_rows(10, 50), torch.arange(10))
     with pytest.raises(ValueError, match="sample size must be a positive integer"):
         sample_rows(10, 0)
+
+
+def test_cached_operator_gives_the_block_wise_products():
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    C = X[:17]
+    V = torch.randn(17, 2, generator=g, dtype=torch.float64)
+    M = torch.eye(4, dtype=torch.float64)
+    blocks = KernelOperator(LaplaceKernel(2.0), X, M, C, block_entries=100)
+    cached = KernelOperator(LaplaceKernel(2.0), X, M, C, max_cached_entries=10**6)
+    torch.testing.assert_close(cached @ V, blocks @ V)
+    assert cached._cached is not None and blocks._cached is None
+    torch.testing.assert_close(cached.normal_matmul(V)[0], blocks.normal_matmul(V)[0])

@@ -74,7 +74,9 @@ class IterativeOptions:
     on_fail : ``"warn"`` (a :class:`ConvergenceWarning`, the last iterate is used) or ``"raise"``
         (:class:`~factrfm.solvers.SolverError`) when ``tol`` is not reached.
     seed : seed of the centre sample.
-    block_entries : kernel entries held at once.
+    block_entries : kernel entries held at once when the products are computed block by block.
+    cache_entries : largest ``n * m`` kernel matrix kept in memory across CG iterations
+        (default ``2**28``, 1 GiB in float32); above it every iteration recomputes the blocks.
     """
 
     n_centres: int = 4000
@@ -83,6 +85,7 @@ class IterativeOptions:
     on_fail: str = "warn"
     seed: int = 0
     block_entries: int | None = None
+    cache_entries: int = 2**28
 
     def __post_init__(self):
         if int(self.n_centres) != self.n_centres or self.n_centres < 1:
@@ -243,7 +246,8 @@ def solve_pcg(
     """
     opt = options or IterativeOptions()
     Y = _check_problem(X, Y, ridge)
-    op = KernelOperator(kernel, X, M, block_entries=opt.block_entries)
+    op = KernelOperator(kernel, X, M, block_entries=opt.block_entries,
+                        max_cached_entries=opt.cache_entries)
     gen = torch.Generator().manual_seed(opt.seed)
     idx = sample_rows(X.shape[0], opt.n_centres, gen).to(X.device)
     precond = NystromPreconditioner(op, ridge, idx)
@@ -288,7 +292,8 @@ def solve_nystrom(
     centre_idx = centre_idx.to(X.device)
     C = X[centre_idx]
     m = C.shape[0]
-    op = KernelOperator(kernel, X, M, C, block_entries=opt.block_entries)
+    op = KernelOperator(kernel, X, M, C, block_entries=opt.block_entries,
+                        max_cached_entries=opt.cache_entries)
     K_mm = KernelOperator(kernel, C, M, block_entries=opt.block_entries).matmul(
         torch.eye(m, dtype=X.dtype, device=X.device)
     ).double()

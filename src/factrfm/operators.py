@@ -59,6 +59,10 @@ class KernelOperator:
         Kernel entries held at once (default :data:`factrfm.kernels.DEFAULT_BLOCK_ENTRIES`).
     max_dense_entries : int, optional
         Largest ``n * m`` that :meth:`dense` will materialise (default :data:`DEFAULT_MAX_DENSE`).
+    max_cached_entries : int, default 0
+        When ``n * m`` is at most this, the matrix is computed once, at the first product, and
+        kept for the later ones (an iterative solver multiplies by the same ``K`` hundreds of
+        times); above it, every product recomputes the blocks.
 
     Memory of every product: one block of ``block_entries`` kernel entries plus the result.
     Works on any device: everything is allocated on ``X.device``.
@@ -73,6 +77,7 @@ class KernelOperator:
         *,
         block_entries: int | None = None,
         max_dense_entries: int | None = None,
+        max_cached_entries: int = 0,
     ):
         if not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be a Kernel, got {type(kernel).__name__}")
@@ -93,14 +98,22 @@ class KernelOperator:
         self.block_entries = block_entries
         self.max_dense_entries = (
             DEFAULT_MAX_DENSE if max_dense_entries is None else int(max_dense_entries))
+        self.max_cached_entries = int(max_cached_entries)
+        self._cached: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.X.shape[0], self.centres.shape[0])
 
     def _blocks(self, per_entry: int = 1):
-        rows = default_block_rows(self.shape[1], per_entry=per_entry, budget=self.block_entries)
-        for sl in row_blocks(self.shape[0], rows):
+        n, m = self.shape
+        if self._cached is None and 0 < n * m <= self.max_cached_entries:
+            self._cached = self.kernel.matrix(self.X, self.centres, self.M)
+        if self._cached is not None:
+            yield slice(0, n), self._cached
+            return
+        rows = default_block_rows(m, per_entry=per_entry, budget=self.block_entries)
+        for sl in row_blocks(n, rows):
             yield sl, self.kernel.matrix(self.X[sl], self.centres, self.M)
 
     def _as_matrix(self, V: torch.Tensor, n: int, name: str) -> tuple[torch.Tensor, bool]:
