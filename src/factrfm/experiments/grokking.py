@@ -30,7 +30,7 @@ from factrfm.experiments.measures import (
     modular_circulant_deviation,
     reorder_feature_matrix,
 )
-from factrfm.experiments.store import load_run, write_json_atomic
+from factrfm.experiments.store import add_run_arguments, load_run, write_json_atomic
 from factrfm.linalg import cosine, pearson
 
 RULES = ("fact", "fact-geomean", "agop")
@@ -246,11 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=["float32", "float64"], help="working precision"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="torch device for the RFM (cpu, cuda)")
-    parser.add_argument("--quick", action="store_true", help="small p and few iterations")
-    parser.add_argument("--out", default="results/grokking")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(parser, out="results/grokking", quick_help="small p and few iterations")
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from factrfm.datasets.tasks import check_support, one_hot, parity_support, sparse_parity
 from factrfm.experiments.measures import support_weight, top_k_indices
-from factrfm.experiments.store import load_run, write_json_atomic
+from factrfm.experiments.store import add_run_arguments, load_run, write_json_atomic
 
 RULES = ("fact", "fact-geomean", "agop")
 RULE_LABELS = {"fact": "FACT-RFM", "fact-geomean": "FACT-RFM (geom. mean)", "agop": "NFA-RFM"}
@@ -211,11 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seed", type=int, default=None, help="shorthand for --seeds SEED")
     parser.add_argument("--success-accuracy", type=float, default=0.95)
-    parser.add_argument("--device", default="cpu", help="torch device for the RFM (cpu, cuda)")
-    parser.add_argument("--quick", action="store_true", help="k = 2, 3 and n <= 2000")
-    parser.add_argument("--out", default="results/parity")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(parser, out="results/parity", quick_help="k = 2, 3 and n <= 2000")
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:

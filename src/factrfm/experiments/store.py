@@ -75,3 +75,13 @@ def load_run(path: str | Path, config: dict[str, Any]) -> dict[str, Any] | None:
             "delete the file"
         )
     return stored
+
+
+def add_run_arguments(parser, *, out: str, quick_help: str) -> None:
+    """The options every resumable experiment shares: ``--device``, ``--quick``, ``--out``,
+    ``--no-plots`` and ``--quiet``."""
+    parser.add_argument("--device", default="cpu", help="torch device for the RFM (cpu, cuda)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=out, help=f"output folder (default {out})")
+    parser.add_argument("--no-plots", action="store_true", help="write the numbers only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
