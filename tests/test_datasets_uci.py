@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,16 +15,6 @@ from factrfm.datasets.uci import (
     uci121_index,
     validation_split,
 )
-
-
-def _data_root() -> Path:
-    try:
-        root = paths.data_dir()
-    except FileNotFoundError as err:
-        pytest.skip(f"shared data folder absent: {err}")
-    if not (root / "uci121").is_dir():
-        pytest.skip(f"no uci121 folder under {root}")
-    return root
 
 
 def test_data_dir_env_var_wins(tmp_path, monkeypatch):
@@ -53,8 +41,8 @@ def test_search_upward_finds_shared_data_next_to_repository(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["iris", "balloons", "abalone", "annealing", "statlog-heart"])
-def test_uci121_shapes_and_labels_match_index(name):
-    root = _data_root()
+def test_uci121_shapes_and_labels_match_index(uci_root, name):
+    root = uci_root
     row = uci121_index(root).set_index("name").loc[name]
     ds = load_uci121(name, root)
     assert ds.X.shape == (row["n_trainval"], row["n_features"])
@@ -65,8 +53,8 @@ def test_uci121_shapes_and_labels_match_index(name):
     assert np.allclose(ds.X.mean(axis=0), 0, atol=1e-3)
 
 
-def test_uci121_splits_are_consistent():
-    root = _data_root()
+def test_uci121_splits_are_consistent(uci_root):
+    root = uci_root
     ds = load_uci121("iris", root)
     assert ds.train_idx.size == int(ds.meta["n_patrons_entrena"]) == 75
     assert ds.val_idx.size == int(ds.meta["n_patrons_valida"]) == 75
@@ -80,16 +68,16 @@ def test_uci121_splits_are_consistent():
         assert (tr.size, te.size) == (113, 37)
 
 
-def test_uci121_separate_test_file_is_not_loaded():
-    root = _data_root()
+def test_uci121_separate_test_file_is_not_loaded(uci_root):
+    root = uci_root
     idx = uci121_index(root)
     row = idx[idx["fich2"] != ""].sort_values("n_trainval").iloc[0]
     ds = load_uci121(row["name"], root)
     assert ds.n == row["n_trainval"]  # only fich1, the protocol's rows
 
 
-def test_uci121_lists():
-    root = _data_root()
+def test_uci121_lists(uci_root):
+    root = uci_root
     names = list_uci121(root)
     assert len(names) == 120 and "miniboone" not in names
     assert len(list_uci121(root, arora90=True)) == 90
@@ -101,16 +89,16 @@ def test_uci121_lists():
         list_uci121(root, max_rows=0)
 
 
-def test_uci121_bad_names():
-    root = _data_root()
+def test_uci121_bad_names(uci_root):
+    root = uci_root
     with pytest.raises(ValueError, match="unknown uci121 data set 'no-such-set'"):
         load_uci121("no-such-set", root)
     with pytest.raises(ValueError, match="not available"):
         load_uci121("miniboone", root)
 
 
-def test_uci_regression_yacht_matches_index():
-    root = _data_root()
+def test_uci_regression_yacht_matches_index(uci_root):
+    root = uci_root
     idx = pd.read_csv(root / "uci_regression" / "index.csv").set_index("name")
     ds = load_uci_regression("yacht", root)
     assert ds.X.shape == (idx.loc["yacht", "n_rows"], idx.loc["yacht", "n_features"])

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factrfm.datasets import paths
 from factrfm.experiments.methods import METHODS, get_method, score
 from factrfm.experiments.report import markdown_table, summarize, write_report
 from factrfm.experiments.runner import JobSpec, ResultsStore, job_seed, run_job, run_jobs
@@ -17,16 +16,6 @@ from factrfm.experiments.runner import JobSpec, ResultsStore, job_seed, run_job,
 TINY = ["trains", "balloons"]  # 10 and 16 rows
 CHEAP = ["laplace", "xgboost"]
 VOLATILE = {"fit_seconds"}  # the only record fields allowed to differ between runs
-
-
-def _root() -> str:
-    try:
-        root = paths.data_dir()
-    except FileNotFoundError as err:
-        pytest.skip(f"shared data folder absent: {err}")
-    if not (root / "uci121").is_dir():
-        pytest.skip(f"no uci121 folder under {root}")
-    return str(root)
 
 
 def _specs(root: str, datasets=TINY, methods=CHEAP) -> list[JobSpec]:
@@ -134,8 +123,8 @@ def test_job_seed_is_stable_across_processes():
     assert job_seed("a") == 0xE8B7BE43 & 0x7FFFFFFF
 
 
-def test_run_job_record_follows_protocol():
-    root = _root()
+def test_run_job_record_follows_protocol(uci_root):
+    root = str(uci_root)
     rec = run_job(JobSpec("uci121", "balloons", "laplace", root))
     method = METHODS["laplace"]
     assert len(rec["grid"]) == len(method.grid)
@@ -167,8 +156,8 @@ def test_store_ignores_truncated_last_line(tmp_path):
     assert [json.loads(line)["x"] for line in lines] == [1, 2, 3]
 
 
-def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(tmp_path):
-    root = _root()
+def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(uci_root, tmp_path):
+    root = str(uci_root)
     specs = _specs(root)
     first = run_jobs(specs, tmp_path, progress=False)
     assert (first["done"], first["skipped"], first["failed"]) == (4, 0, 0)
@@ -190,8 +179,8 @@ def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(tmp_path):
     assert len(path.read_bytes().splitlines()) == 4
 
 
-def test_failed_job_is_logged_and_retried(tmp_path):
-    root = _root()
+def test_failed_job_is_logged_and_retried(uci_root, tmp_path):
+    root = str(uci_root)
     specs = [JobSpec("uci121", "no-such-set", "laplace", root),
              JobSpec("uci121", "trains", "laplace", root)]
     out = run_jobs(specs, tmp_path, progress=False)
@@ -205,9 +194,9 @@ def test_failed_job_is_logged_and_retried(tmp_path):
 # ---------------------------------------------------------------- executors
 
 
-def test_dask_local_cluster_records_equal_local_run(tmp_path):
+def test_dask_local_cluster_records_equal_local_run(uci_root, tmp_path):
     distributed = pytest.importorskip("distributed")
-    root = _root()
+    root = str(uci_root)
     specs = _specs(root)
     run_jobs(specs, tmp_path / "local", progress=False)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
@@ -223,8 +212,8 @@ def test_dask_local_cluster_records_equal_local_run(tmp_path):
     assert dask == local
 
 
-def test_process_pool_records_equal_in_process_run(tmp_path):
-    root = _root()
+def test_process_pool_records_equal_in_process_run(uci_root, tmp_path):
+    root = str(uci_root)
     specs = _specs(root, datasets=["trains"])
     run_jobs(specs, tmp_path / "one", progress=False)
     run_jobs(specs, tmp_path / "pool", workers=2, progress=False)
@@ -238,10 +227,10 @@ def test_process_pool_records_equal_in_process_run(tmp_path):
 # ---------------------------------------------------------------- command line
 
 
-def test_cli_bench_runs_resumes_and_reports(tmp_path, capsys):
+def test_cli_bench_runs_resumes_and_reports(uci_root, tmp_path, capsys):
     from factrfm.cli import main
 
-    root = _root()
+    root = str(uci_root)
     argv = ["bench", "uci121", "--data-dir", root, "--datasets", *TINY, "--methods", *CHEAP,
             "--out", str(tmp_path), "--no-progress", "--no-figures", "--threads", "1"]
     assert main(argv) == 0
@@ -255,10 +244,10 @@ def test_cli_bench_runs_resumes_and_reports(tmp_path, capsys):
         assert summary.loc[m, "mean"] == pytest.approx(expected)
 
 
-def test_cli_refuses_to_mix_protocols(tmp_path):
+def test_cli_refuses_to_mix_protocols(uci_root, tmp_path):
     from factrfm.cli import main
 
-    root = _root()
+    root = str(uci_root)
     base = ["bench", "uci-regression", "--data-dir", root, "--datasets", "yacht",
             "--methods", "xgboost", "--out", str(tmp_path), "--no-progress", "--no-figures",
             "--report-only"]
@@ -268,17 +257,17 @@ def test_cli_refuses_to_mix_protocols(tmp_path):
         main([*base, "--splits", "3"])
 
 
-def test_cli_rejects_unknown_dataset(tmp_path):
+def test_cli_rejects_unknown_dataset(uci_root, tmp_path):
     from factrfm.cli import main
 
-    root = _root()
+    root = str(uci_root)
     with pytest.raises(ValueError, match="unknown uci121 data sets"):
         main(["bench", "uci121", "--data-dir", root, "--datasets", "nope", "--out",
               str(tmp_path)])
 
 
-def test_regression_job_uses_training_statistics_only():
-    root = _root()
+def test_regression_job_uses_training_statistics_only(uci_root):
+    root = str(uci_root)
     rec = run_job(JobSpec("uci-regression", "yacht", "xgboost", root, n_splits=2))
     assert rec["n_splits"] == 2 and len(rec["split_rmses"]) == 2
     assert rec["mean_test_rmse"] == pytest.approx(np.mean(rec["split_rmses"]))
@@ -291,10 +280,10 @@ def test_regression_job_uses_training_statistics_only():
 
 
 @pytest.mark.slow
-def test_full_pipeline_on_three_small_sets(tmp_path):
+def test_full_pipeline_on_three_small_sets(uci_root, tmp_path):
     from factrfm.cli import main
 
-    root = _root()
+    root = str(uci_root)
     datasets = ["trains", "balloons", "lenses"]
     argv = ["bench", "uci121", "--data-dir", root, "--datasets", *datasets, "--out",
             str(tmp_path), "--no-progress", "--threads", "2"]
