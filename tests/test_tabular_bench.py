@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factrfm.experiments.methods import METHODS, get_method, score
+from factrfm.experiments.methods import METHODS, RFMMethod, fitted_route, get_method, score
 from factrfm.experiments.report import markdown_table, summarize, write_report
 from factrfm.experiments.runner import JobSpec, ResultsStore, job_seed, run_job, run_jobs
 
@@ -138,6 +138,68 @@ def test_run_job_record_follows_protocol(uci_root):
     assert isinstance(rec["best_params"]["ridge"], float)
     assert isinstance(rec["best_params"]["n_iter"], int)
     assert "torch" in rec["versions"]
+
+
+# ---------------------------------------------------------------- large data sets
+
+
+def _xor_data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5))
+    return X, (X[:, 0] * X[:, 1] > 0).astype(int)
+
+
+def test_rfm_method_partitions_above_max_rows():
+    method = RFMMethod("fact-small", {"rule": "fact", "n_iter": 3}, ({"bandwidth": 10.0},),
+                       max_rows=150)
+    X, y = _xor_data(1400, 0)
+    val, final = method.search({"bandwidth": 10.0}, X[:600], y[:600], X[600:1000], y[600:1000],
+                               seed=1, threads=1, task="classification")
+    assert set(final) == {"bandwidth", "ridge", "n_iter"}
+    assert val > 0.8
+    est = method.make_final(final, 1, 1, "classification").fit(X[:1000], y[:1000])
+    route = fitted_route(est)
+    assert route.startswith("partitioned:") and int(route.split(":")[1]) >= 1000 / 150
+    assert est.estimator.model_.leaf_sizes_.max() <= 150
+    assert score("classification", y[1000:], est.predict(X[1000:])) > 0.8
+
+
+def test_rfm_method_stays_exact_up_to_max_rows():
+    from factrfm import RFMClassifier
+
+    method = RFMMethod("fact-small", {"rule": "fact", "n_iter": 2}, ({"bandwidth": 10.0},),
+                       max_rows=300)
+    X, y = _xor_data(400, 1)
+    params = {"bandwidth": 10.0, "ridge": 1e-3, "n_iter": 2}
+    est = method.make_final(params, 3, 1, "classification").fit(X[:300], y[:300])
+    assert fitted_route(est) == "exact"
+    plain = RFMClassifier(preprocessing="none", kernel="laplace", rule="fact", random_state=3,
+                          iteration_selection="last", **params).fit(X[:300], y[:300])
+    np.testing.assert_array_equal(est.predict(X[300:]), plain.predict(X[300:]))
+    assert fitted_route(METHODS["xgboost"].make_final(
+        {"max_depth": 3, "learning_rate": 0.1, "n_estimators": 5}, 0, 1, "classification")) is None
+
+
+def test_rfm_search_samples_training_rows_reproducibly(monkeypatch):
+    from factrfm import RFMClassifier
+
+    sizes = []
+    real_fit = RFMClassifier.fit
+
+    def spy(self, X, y, **kw):
+        sizes.append((len(X), len(kw["eval_set"][0])))
+        return real_fit(self, X, y, **kw)
+
+    monkeypatch.setattr(RFMClassifier, "fit", spy)
+    method = RFMMethod("fact-small", {"rule": "fact", "n_iter": 1}, ({"bandwidth": 10.0},),
+                       max_rows=200)
+    X, y = _xor_data(900, 2)
+    a = method.search({"bandwidth": 10.0}, X[:500], y[:500], X[500:], y[500:], seed=4,
+                      threads=1, task="classification")
+    b = method.search({"bandwidth": 10.0}, X[:500], y[:500], X[500:], y[500:], seed=4,
+                      threads=1, task="classification")
+    assert sizes == [(200, 400), (200, 400)]
+    assert a == b
 
 
 # ---------------------------------------------------------------- resumability

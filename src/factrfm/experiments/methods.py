@@ -14,6 +14,15 @@ Two kinds of method share one interface (:meth:`search` on the train/validation 
 The inputs reaching these estimators are already standardised (``uci121`` ships z-scored features;
 the regression job standardises with training statistics), so RFM runs with
 ``preprocessing="none"``.
+
+Large data sets. One exact kernel machine on ``n`` rows costs ``O(n^3)``; an RFM method therefore
+never fits more than :data:`MAX_EXACT_ROWS` rows as one model. Above that, the grid search runs on a
+seeded random sample of that many training rows (and of at most :data:`MAX_VALIDATION_ROWS`
+validation rows), so the chosen ridge, bandwidth and iteration count are those of a model of the
+leaf size; the reported fits are :class:`~factrfm.partition.PartitionedRFMClassifier` /
+``Regressor`` models whose leaves hold at most :data:`MAX_EXACT_ROWS` rows, each leaf fitted with
+the chosen parameters. Every data set of the Arora et al. protocol (at most 5,000 rows, so at most
+3,750 per fold) stays on the exact path.
 """
 
 from __future__ import annotations
@@ -26,16 +35,25 @@ import numpy as np
 
 __all__ = [
     "RIDGES",
+    "MAX_EXACT_ROWS",
+    "MAX_VALIDATION_ROWS",
     "GridMethod",
     "RFMMethod",
     "METHODS",
     "DEFAULT_METHODS",
     "get_method",
+    "fitted_route",
     "score",
 ]
 
 #: Ridge values tried at every RFM iteration (chosen on the validation split by the estimator).
 RIDGES: tuple[float, ...] = (10.0, 1.0, 0.1, 0.01, 0.001)
+
+#: Most training rows an RFM method fits as one exact kernel machine (search sample, leaf size).
+MAX_EXACT_ROWS = 4000
+
+#: Most validation rows an RFM grid point is scored on (a seeded sample above it).
+MAX_VALIDATION_ROWS = 10_000
 
 
 def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -236,22 +254,29 @@ class RFMMethod:
         Estimator parameters common to all grid points (``rule``, ``agop_power``, ``n_iter``...).
     grid : tuple of dict
         Grid points (``bandwidth``, ``normalize``...) in the order tried.
+    max_rows : int, default=MAX_EXACT_ROWS
+        Most training rows fitted as one exact model; above it the search runs on a seeded
+        sample and the reported fits are partitioned (see the module docstring).
     """
 
     name: str
     fixed: dict
     grid: tuple[dict, ...]
+    max_rows: int = MAX_EXACT_ROWS
     kind: str = field(default="rfm", init=False)
 
-    def make(self, params: dict, seed: int, threads: int, task: str) -> Any:
-        """Build an unfitted RFM estimator from ``fixed`` updated by ``params``."""
-        from factrfm import RFMClassifier, RFMRegressor
-
-        cls = RFMClassifier if task == "classification" else RFMRegressor
+    def _params(self, params: dict, seed: int) -> dict:
         kwargs = {"preprocessing": "none", "random_state": seed, "kernel": "laplace"}
         kwargs.update(self.fixed)
         kwargs.update(params)
-        return cls(**kwargs)
+        return kwargs
+
+    def make(self, params: dict, seed: int, threads: int, task: str) -> Any:
+        """Build an unfitted (exact) RFM estimator from ``fixed`` updated by ``params``."""
+        from factrfm import RFMClassifier, RFMRegressor
+
+        cls = RFMClassifier if task == "classification" else RFMRegressor
+        return cls(**self._params(params, seed))
 
     def search(
         self,
@@ -270,6 +295,9 @@ class RFMMethod:
         The final params fix ``ridge`` to the chosen float and ``n_iter`` to the chosen
         iteration, with ``iteration_selection="last"``.
         """
+        rng = np.random.default_rng(seed)
+        X_tr, y_tr = _sample(rng, self.max_rows, X_tr, y_tr)
+        X_val, y_val = _sample(rng, MAX_VALIDATION_ROWS, X_val, y_val)
         if task == "classification" and np.unique(y_tr).size < 2:
             # A single training class: the constant prediction, no metric to learn.
             val = score(task, y_val, np.full(y_val.shape, y_tr[0]))
@@ -291,9 +319,62 @@ class RFMMethod:
         return val, final
 
     def make_final(self, params: dict, seed: int, threads: int, task: str) -> Any:
-        """The estimator for the reported fits: fixed ridge and iteration count, no selection."""
-        est = self.make({**params, "iteration_selection": "last"}, seed, threads, task)
+        """The estimator for the reported fits: fixed ridge and iteration count, no selection;
+        exact up to ``max_rows`` training rows, partitioned above."""
+        est = _SizeRouted(
+            self._params({**params, "iteration_selection": "last"}, seed), task, self.max_rows, seed
+        )
         return _EncodedClassifier(est) if task == "classification" else est
+
+
+def fitted_route(estimator: Any) -> str | None:
+    """How a fitted final RFM estimator was fitted (``"exact"``, ``"partitioned:<leaves>"``);
+    None for the baselines."""
+    inner = estimator.estimator if isinstance(estimator, _EncodedClassifier) else estimator
+    return getattr(inner, "route_", None)
+
+
+def _sample(rng: np.random.Generator, limit: int, X: np.ndarray, y: np.ndarray):
+    """``(X, y)`` itself up to ``limit`` rows, else a random sample of ``limit`` rows (in order)."""
+    if len(X) <= limit:
+        return X, y
+    keep = np.sort(rng.choice(len(X), limit, replace=False))
+    return X[keep], y[keep]
+
+
+class _SizeRouted:
+    """An exact RFM model up to ``max_rows`` training rows, a partitioned one above.
+
+    The partition's leaves hold at most ``max_rows`` rows and use ``params``; ``route_`` records
+    which path the last fit took (``"exact"`` or ``"partitioned:<number of leaves>"``).
+    """
+
+    def __init__(self, params: dict, task: str, max_rows: int, seed: int) -> None:
+        self.params, self.task, self.max_rows, self.seed = params, task, max_rows, seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _SizeRouted:
+        from factrfm import (
+            PartitionedRFMClassifier,
+            PartitionedRFMRegressor,
+            RFMClassifier,
+            RFMRegressor,
+        )
+
+        clf = self.task == "classification"
+        if len(X) <= self.max_rows:
+            self.model_ = (RFMClassifier if clf else RFMRegressor)(**self.params)
+            self.model_.fit(X, y)
+            self.route_ = "exact"
+        else:
+            leaf = {k: v for k, v in self.params.items() if k != "random_state"}
+            cls = PartitionedRFMClassifier if clf else PartitionedRFMRegressor
+            self.model_ = cls(max_leaf_size=self.max_rows, leaf_params=leaf,
+                              random_state=self.seed).fit(X, y)
+            self.route_ = f"partitioned:{len(self.model_.leaves_)}"
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(X)
 
 
 def _product(**axes: list) -> tuple[dict, ...]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from factrfm.experiments.methods import better, get_method, score
+from factrfm.experiments.methods import better, fitted_route, get_method, score
 
 __all__ = ["SUITES", "JobSpec", "job_seed", "run_job", "ResultsStore", "run_jobs"]
 
@@ -120,14 +120,16 @@ def _run_classification(spec: JobSpec, method: Any, seed: int) -> dict:
         seed,
         spec.threads,
     )
-    folds = []
+    folds, routes = [], []
     for tr, te in ds.folds:
         est = method.make_final(final, seed, spec.threads, "classification").fit(X[tr], y[tr])
         folds.append(score("classification", y[te], est.predict(X[te])))
+        routes.append(fitted_route(est))
     return {
         "best_params": final,
         "val_accuracy": best_val,
         "fold_accuracies": folds,
+        "fold_routes": routes,
         "mean_test_accuracy": float(np.mean(folds)),
         "grid": grid_scores,
         "n": ds.n,
@@ -150,7 +152,7 @@ def _run_regression(spec: JobSpec, method: Any, seed: int) -> dict:
     ds = load_uci_regression(spec.dataset, spec.data_dir)
     splits = ds.splits if spec.n_splits is None else ds.splits[: spec.n_splits]
     t0 = time.perf_counter()
-    rmses, vals, chosen = [], [], []
+    rmses, vals, chosen, routes = [], [], [], []
     for i, (tr, te) in enumerate(splits):
         # Statistics from the training part only; the test part never influences a choice.
         mx, sx = _standardizer(ds.X[tr])
@@ -170,12 +172,14 @@ def _run_regression(spec: JobSpec, method: Any, seed: int) -> dict:
         )
         est = method.make_final(final, seed, spec.threads, "regression").fit(X[tr], y[tr])
         rmses.append(sy * score("regression", y[te], est.predict(X[te])))
+        routes.append(fitted_route(est))
         vals.append(sy * best_val)
         chosen.append(final)
     return {
         "best_params": chosen,
         "val_rmses": vals,
         "split_rmses": rmses,
+        "split_routes": routes,
         "mean_test_rmse": float(np.mean(rmses)),
         "std_test_rmse": float(np.std(rmses, ddof=1)) if len(rmses) > 1 else 0.0,
         "n": ds.n,
@@ -196,9 +200,11 @@ def run_job(spec: JobSpec) -> dict:
     -------
     dict
         For ``uci121``: ``dataset, method, best_params, val_accuracy, fold_accuracies,
-        mean_test_accuracy, grid, n, d, n_classes, fit_seconds, versions``. For
+        fold_routes, mean_test_accuracy, grid, n, d, n_classes, fit_seconds, versions``. For
         ``uci-regression``: ``dataset, method, best_params`` (one per split), ``val_rmses,
-        split_rmses, mean_test_rmse, std_test_rmse, n, d, n_splits, fit_seconds, versions``.
+        split_rmses, split_routes, mean_test_rmse, std_test_rmse, n, d, n_splits, fit_seconds,
+        versions``. A route is ``"exact"`` or ``"partitioned:<leaves>"`` for RFM methods and
+        None for the baselines.
     """
     if spec.suite not in SUITES:
         raise ValueError(f"suite must be one of {sorted(SUITES)}, got {spec.suite!r}")
