@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=sorted(METHODS),
         metavar="METHOD",
-        help=f"methods (default: all): {', '.join(DEFAULT_METHODS)}",
+        help=f"methods (default: {', '.join(DEFAULT_METHODS)}; also: "
+        f"{', '.join(sorted(set(METHODS) - set(DEFAULT_METHODS)))})",
     )
     parser.add_argument(
         "--max-rows", type=int, default=None, help="skip data sets with more rows than this"
