@@ -203,9 +203,10 @@ def test_rfm_search_samples_training_rows_reproducibly(monkeypatch):
 
 
 def test_ablation_is_runnable_but_not_a_default(uci_root):
-    from factrfm.experiments.methods import DEFAULT_METHODS
+    from factrfm.experiments.methods import ABLATIONS, DEFAULT_METHODS
 
-    assert "laplace-l10" not in DEFAULT_METHODS and "fact-rfm" in DEFAULT_METHODS
+    assert set(ABLATIONS) <= set(METHODS) and not set(ABLATIONS) & set(DEFAULT_METHODS)
+    assert "fact-rfm" in DEFAULT_METHODS
     rec = run_job(JobSpec("uci121", "balloons", "laplace-l10", str(uci_root)))
     assert rec["best_params"]["bandwidth"] == 10.0 and rec["best_params"]["n_iter"] == 0
     assert len(rec["grid"]) == 1

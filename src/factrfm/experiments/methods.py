@@ -41,6 +41,7 @@ __all__ = [
     "RFMMethod",
     "METHODS",
     "DEFAULT_METHODS",
+    "ABLATIONS",
     "get_method",
     "fitted_route",
     "score",
@@ -386,6 +387,7 @@ def _product(**axes: list) -> tuple[dict, ...]:
 
 
 _RFM_GRID = _product(bandwidth=[1.0, 10.0], normalize=["max", "trace"])
+_WIDE_GRID = _product(bandwidth=[1.0, 5.0, 10.0, 20.0], normalize=["max", "trace"])
 _N_ITER = 5
 
 METHODS: dict[str, GridMethod | RFMMethod] = {
@@ -409,14 +411,22 @@ METHODS: dict[str, GridMethod | RFMMethod] = {
             _product(max_features=["sqrt", 0.5], min_samples_leaf=[1, 3]),
         ),
         GridMethod("mlp", "mlp", _product(hidden=[[256], [256, 256]], alpha=[1e-4, 1e-2])),
-        # Ablation (not run by default): the Laplace kernel at the single bandwidth L = 10, only
-        # the ridge chosen on validation -- how much the kernel baseline owes to its bandwidth grid.
+        # Ablations (not run by default). The Laplace kernel at the single bandwidth L = 10, only
+        # the ridge chosen on validation: how much the kernel baseline owes to its bandwidth grid.
         RFMMethod("laplace-l10", {"n_iter": 0}, _product(bandwidth=[10.0])),
+        # FACT-RFM and NFA-RFM with the Laplace baseline's four bandwidths: how much the RFM
+        # methods owe to theirs.
+        RFMMethod("fact-rfm-wide", {"rule": "fact", "n_iter": _N_ITER}, _WIDE_GRID),
+        RFMMethod("nfa-rfm-s1-wide", {"rule": "agop", "agop_power": 1.0, "n_iter": _N_ITER},
+                  _WIDE_GRID),
     ]
 }
 
-#: The methods run when ``--methods`` is not given (the ablations are left out).
-DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "laplace-l10")
+#: Methods that answer one question about the others; run only when named in ``--methods``.
+ABLATIONS: tuple[str, ...] = ("laplace-l10", "fact-rfm-wide", "nfa-rfm-s1-wide")
+
+#: The methods run when ``--methods`` is not given.
+DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in ABLATIONS)
 
 
 def get_method(name: str) -> GridMethod | RFMMethod:
