@@ -6,7 +6,8 @@ Prints, from ``results.jsonl`` alone (nothing is refitted):
 
 1. mean test accuracy per method on the 90 Arora et al. sets, on the other 30 and on all of them;
 2. FACT-RFM against NFA-RFM per data set: how many differences exceed the fold noise
-   (two standard errors of the per-fold differences), and the sets that decide the mean;
+   (two standard errors of the per-fold differences), the sets that decide the mean, and a
+   bootstrap interval of the mean difference; then every method's mean by data-set size;
 3. feature learning against the plain Laplace kernel: how often the validation search kept
    iteration 0 (no learned metric), and the mean test gain over ``laplace`` on the sets where
    it did not;
@@ -75,7 +76,20 @@ def main(argv: list[str] | None = None) -> int:
                         "2se": 2 * se[order]})
     print(top.round(4).to_string())
     rest = diff.drop(order)
-    print(f"   without these 8 sets: mean {rest.mean():+.4f} over {len(rest)} sets\n")
+    print(f"   without these 8 sets: mean {rest.mean():+.4f} over {len(rest)} sets")
+    rng = np.random.default_rng(0)
+    boot = diff.to_numpy()[rng.integers(0, len(diff), (10_000, len(diff)))].mean(axis=1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    print(f"   95 % bootstrap interval of the mean difference (data sets resampled): "
+          f"[{lo:+.4f}, {hi:+.4f}]\n")
+
+    print("2b. mean test accuracy by size (rows in the data set)")
+    sizes = pd.Series({d: next(r["n"] for r in records if r["dataset"] == d) for d in acc.index})
+    bands = pd.cut(sizes, [0, 100, 500, 1000, 5000, np.inf],
+                   labels=["<=100", "101-500", "501-1000", "1001-5000", ">5000"])
+    by_size = acc.groupby(bands, observed=True).mean().T
+    by_size.loc["n sets"] = bands.value_counts().reindex(by_size.columns).to_numpy()
+    print(by_size.round(4).to_string(), "\n")
 
     print("3. feature learning against the Laplace kernel (iteration 0 = no learned metric)")
     iters = {(r["dataset"], r["method"]): r["best_params"].get("n_iter") for r in records}

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from factrfm.experiments.methods import METHODS, RFMMethod, fitted_route, get_method, score
+from factrfm.experiments.methods import (
+    DEFAULT_METHODS,
+    METHODS,
+    RFMMethod,
+    fitted_route,
+    get_method,
+    score,
+)
 from factrfm.experiments.report import markdown_table, summarize, write_report
 from factrfm.experiments.runner import JobSpec, ResultsStore, job_seed, run_job, run_jobs
 
@@ -304,7 +312,8 @@ def test_cli_bench_runs_resumes_and_reports(uci_root, tmp_path, capsys):
 
     root = str(uci_root)
     argv = ["bench", "uci121", "--data-dir", root, "--datasets", *TINY, "--methods", *CHEAP,
-            "--out", str(tmp_path), "--no-progress", "--no-figures", "--threads", "1"]
+            "--out", str(tmp_path), "--no-progress", "--no-figures", "--threads", "1",
+            "--workers", "1"]
     assert main(argv) == 0
     assert "4 jobs done, 0 already recorded" in capsys.readouterr().out
     assert main(argv) == 0
@@ -314,6 +323,18 @@ def test_cli_bench_runs_resumes_and_reports(uci_root, tmp_path, capsys):
     for m in CHEAP:
         expected = np.mean([r["mean_test_accuracy"] for r in records if r["method"] == m])
         assert summary.loc[m, "mean"] == pytest.approx(expected)
+
+
+def test_cli_runs_one_worker_process_per_core_by_default():
+    import argparse
+
+    from factrfm.experiments.tabular import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["uci121"])
+    assert args.workers == (os.cpu_count() or 1)
+    assert args.threads is None  # then cores // workers, i.e. one thread per job
 
 
 def test_cli_refuses_to_mix_protocols(uci_root, tmp_path):
@@ -361,13 +382,13 @@ def test_full_pipeline_on_three_small_sets(uci_root, tmp_path):
             str(tmp_path), "--no-progress", "--threads", "2"]
     assert main(argv) == 0
     records = ResultsStore(tmp_path / "results.jsonl").load()
-    assert len(records) == 3 * len(METHODS)
+    assert len(records) == 3 * len(DEFAULT_METHODS)
     table = pd.read_csv(tmp_path / "report" / "table.csv", index_col=0)
     summary = pd.read_csv(tmp_path / "report" / "summary.csv", index_col=0)
     for r in records:
         assert r["mean_test_accuracy"] == pytest.approx(np.mean(r["fold_accuracies"]))
         assert table.loc[r["dataset"], r["method"]] == pytest.approx(r["mean_test_accuracy"])
-    methods = list(METHODS)
+    methods = list(DEFAULT_METHODS)
     acc = np.array([[table.loc[d, m] for m in methods] for d in datasets])
     # brute-force ranks (average over ties) and wins
     ranks = np.zeros_like(acc)

@@ -64,7 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="uci-regression: use only the first N fixed splits (default all)",
     )
     parser.add_argument("--out", default=None, help="output folder (default results/bench/<suite>)")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local worker processes, one job each (default: one per core; 1 runs the jobs in "
+        "this process). Small jobs do not scale across threads, so one single-threaded job per "
+        "core uses a machine best",
+    )
     parser.add_argument(
         "--threads",
         type=int,
