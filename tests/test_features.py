@@ -174,8 +174,49 @@ def test_normalizations():
     assert normalize_metric(M, "max").abs().max() == pytest.approx(1.0)
     assert torch.trace(normalize_metric(M, "trace")) == pytest.approx(5.0)
     assert normalize_metric(M, "none") is M
-    with pytest.raises(ValueError, match="normalize"):
+    with pytest.raises(ValueError, match="pairs"):
         normalize_metric(M, "median")
+    with pytest.raises(ValueError, match="unknown normalize"):
+        normalize_metric(M, "median-distance")
+
+
+def test_median_normalization_against_brute_force():
+    from factrfm.features import median_distance, pair_differences
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    D = pair_differences(X)  # 780 pairs <= 4096: every pair once
+    assert D.shape == (780, 5)
+    _, _, M = _problem(seed=8)
+    brute = sorted(float((X[i] - X[j]) @ M @ (X[i] - X[j])) ** 0.5
+                   for i in range(40) for j in range(i + 1, 40))
+    # torch's median of an even count is the lower of the two middle values
+    assert float(median_distance(M, D)) == pytest.approx(brute[389], rel=1e-12)
+    out = normalize_metric(M, "median", pairs=D, target=2.5)
+    assert float(median_distance(out, D)) == pytest.approx(2.5, rel=1e-12)
+    torch.testing.assert_close(out / out.abs().max(), M / M.abs().max())
+
+
+def test_pair_differences_sample_distinct_rows_reproducibly():
+    from factrfm.features import pair_differences
+
+    X = torch.arange(300, dtype=torch.float64)[:, None]  # 44,850 pairs > 4096: a sample
+    a = pair_differences(X, 1000, torch.Generator().manual_seed(0))
+    b = pair_differences(X, 1000, torch.Generator().manual_seed(0))
+    assert a.shape == (1000, 1) and torch.equal(a, b)
+    assert (a != 0).all()  # never a row with itself
+    with pytest.raises(ValueError, match="at least 2 training rows"):
+        pair_differences(X[:1])
+
+
+def test_median_normalization_of_a_degenerate_metric_raises():
+    from factrfm.features import FeatureLearningError, pair_differences
+
+    X = torch.zeros(30, 3, dtype=torch.float64)
+    X[:, 0] = torch.arange(30)
+    M = torch.diag(torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))  # blind to column 0
+    with pytest.raises(FeatureLearningError, match="median distance"):
+        normalize_metric(M, "median", pairs=pair_differences(X), target=1.0)
 
 
 @pytest.mark.parametrize("c", [1, 30])  # product route (small c) and entry-wise route (large c)

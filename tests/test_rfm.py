@@ -57,6 +57,24 @@ def test_recorded_matrices_produce_the_next_metric(rule):
     assert res.history[-1].fact is not None and res.history[-1].agop is not None
 
 
+@pytest.mark.parametrize("rule", ["fact", "agop"])
+def test_median_normalization_keeps_the_median_distance_of_the_start(rule):
+    from factrfm.features import median_distance, pair_differences
+
+    X, Y = _task(n=80)  # 3,160 pairs: the reference set is every pair, recomputable here
+    res = fit_rfm(X, Y, kernel=LaplaceKernel(5.0), rule=rule, n_iter=3, ridge=0.1,
+                  normalize="median", select="last", keep_matrices=True)
+    D = pair_differences(X)
+    start = float(median_distance(torch.eye(8, dtype=torch.float64), D))
+    for rec in res.history[1:]:
+        assert float(median_distance(rec.M, D)) == pytest.approx(start, rel=1e-10)
+    assert not torch.allclose(res.history[-1].M / res.history[-1].M.abs().max(),
+                              torch.eye(8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="median distance between training rows is 0"):
+        fit_rfm(torch.zeros(10, 8, dtype=torch.float64), Y[:10], kernel=LaplaceKernel(5.0),
+                n_iter=1, ridge=0.1, normalize="median", select="last")
+
+
 def test_validation_selection_keeps_the_best_iteration():
     X, Y = _task()
     Xv, Yv = _task(seed=1)

@@ -292,7 +292,10 @@ class RFMRegressor(RegressorMixin, _RFMBase):
     ridge : float or sequence of float, default=(10, 1, 0.1, 0.01, 0.001)
         A sequence is searched on validation data at every iteration.
     agop_power : float, default=0.5
-    normalize : {"max", "trace", "none"}, default="max"
+    normalize : {"max", "trace", "median", "none"}, default="max"
+        How ``M`` is rescaled after each update (with a fixed bandwidth its scale acts as one):
+        largest entry 1, trace ``d``, or the median pairwise distance of the training rows kept
+        at its value for ``M = I`` (:func:`factrfm.features.normalize_metric`).
     diag : bool, default=False
         Learn a diagonal metric only.
     centering : bool, default=False

@@ -35,12 +35,14 @@ __all__ = [
     "FeatureMatrices",
     "update_metric",
     "normalize_metric",
+    "pair_differences",
+    "median_distance",
     "FeatureLearningError",
 ]
 
 #: Update rules: name -> (what the matrix U is built from, the power taken of U).
 RULES = ("fact", "fact-geomean", "fact-inner", "agop")
-NORMALIZATIONS = ("max", "trace", "none")
+NORMALIZATIONS = ("max", "trace", "median", "none")
 
 
 class FeatureLearningError(FloatingPointError):
@@ -226,13 +228,74 @@ def update_metric(
     return new
 
 
-def normalize_metric(M: torch.Tensor, how: str = "max") -> torch.Tensor:
-    """Rescale ``M``: ``"max"`` divides by its largest absolute entry, ``"trace"`` makes its
-    trace equal to the dimension (as for ``M = I``), ``"none"`` leaves it."""
+def pair_differences(
+    X: torch.Tensor, n_pairs: int = 4096, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Differences ``x_i - x_j`` of a seeded random sample of ``n_pairs`` pairs of rows with
+    ``i != j`` (all pairs when there are fewer), in float64: the reference set of the
+    ``"median"`` normalisation.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` has fewer than 2 rows (no pair to measure a distance on).
+    """
+    n = X.shape[0]
+    if n < 2:
+        raise ValueError(f"normalize='median' needs at least 2 training rows, got {n}")
+    if n * (n - 1) // 2 <= n_pairs:
+        i, j = torch.triu_indices(n, n, offset=1, device=X.device)
+    else:
+        i = torch.randint(0, n, (n_pairs,), generator=generator).to(X.device)
+        # j = i + k (mod n) with k in 1..n-1: uniform over the other rows, never i itself.
+        j = (i + torch.randint(1, n, (n_pairs,), generator=generator).to(X.device)) % n
+    return (X[i] - X[j]).double()
+
+
+def median_distance(M: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """The median of ``||d||_M = sqrt(d^T M d)`` over the rows ``d`` of ``D``."""
+    sq = ((D @ M.to(D.dtype)) * D).sum(dim=1).clamp(min=0)
+    return sq.median().sqrt()
+
+
+def normalize_metric(
+    M: torch.Tensor,
+    how: str = "max",
+    *,
+    pairs: torch.Tensor | None = None,
+    target: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rescale ``M``.
+
+    ``"max"`` divides by its largest absolute entry; ``"trace"`` makes its trace equal to the
+    dimension (as for ``M = I``); ``"median"`` makes the median ``M``-distance over the row
+    differences ``pairs`` (:func:`pair_differences`) equal to ``target`` -- in
+    :func:`~factrfm.rfm.fit_rfm` the median distance under the starting metric, so the
+    bandwidth keeps the meaning it had at iteration 0 and feature learning changes only the
+    shape of the metric; ``"none"`` leaves ``M``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``how``, or ``"median"`` without ``pairs`` and ``target``.
+    FeatureLearningError
+        For ``"median"`` when half or more of the sampled differences have ``M``-length 0
+        (``M`` is too degenerate on the data to be rescaled by its median).
+    """
     if how == "max":
         return M / M.abs().max()
     if how == "trace":
         return M * (M.shape[0] / torch.trace(M))
+    if how == "median":
+        if pairs is None or target is None:
+            raise ValueError("normalize='median' needs the row differences `pairs` and `target`")
+        med = median_distance(M, pairs)
+        if not med > 0:
+            raise FeatureLearningError(
+                "the median distance under the new metric is 0: M vanishes on most data "
+                "directions; use normalize='max' or 'trace'"
+            )
+        return M * (float(target) / med.to(M.dtype)) ** 2
     if how == "none":
         return M
     raise ValueError(f"unknown normalize {how!r}; choose one of {NORMALIZATIONS}")

@@ -21,7 +21,9 @@ from factrfm.features import (
     RULES,
     FeatureLearningError,
     feature_matrices,
+    median_distance,
     normalize_metric,
+    pair_differences,
     update_metric,
 )
 from factrfm.iterative import IterativeOptions, resolve_solver, solve_nystrom
@@ -197,7 +199,9 @@ def fit_rfm(
     ridge : a number, or a sequence chosen among per iteration on validation data (all of them
         from one eigendecomposition of ``K``).
     agop_power : the power ``s`` in ``M <- AGOP^s`` (rule ``"agop"`` only).
-    normalize : ``"max"``, ``"trace"`` or ``"none"``, applied after every update.
+    normalize : ``"max"``, ``"trace"``, ``"median"`` or ``"none"``, applied after every update.
+        ``"median"`` keeps the median pairwise distance (over a seeded sample of 4,096 pairs of
+        training rows) equal to its value under ``M0``, so the bandwidth keeps its meaning.
     diag : keep ``M`` diagonal.
     centering : subtract the mean gradient before forming the AGOP.
     task : ``"classification"`` adds accuracy (argmax of the outputs; a single output column is
@@ -270,6 +274,15 @@ def fit_rfm(
     if solver == "iterative" and min(ridges) <= 0:
         raise ValueError("solver='iterative' needs every ridge > 0")
     M = torch.eye(d, dtype=torch.float64, device=X.device) if M0 is None else M0.double()
+    scale: dict = {}
+    if normalize == "median" and n_iter > 0:
+        scale["pairs"] = pair_differences(X, generator=gen)
+        scale["target"] = median_distance(M, scale["pairs"])
+        if not scale["target"] > 0:
+            raise ValueError(
+                "normalize='median': the median distance between training rows is 0 (most "
+                "sampled pairs of rows are identical); use normalize='max' or 'trace'"
+            )
 
     history: list[IterationRecord] = []
     best: tuple | None = None  # (key, iteration, M, alpha, ridge, centres)
@@ -342,7 +355,8 @@ def fit_rfm(
             break
         try:
             M = normalize_metric(
-                update_metric(rule, M, mats, agop_power=agop_power, diag=diag), normalize
+                update_metric(rule, M, mats, agop_power=agop_power, diag=diag), normalize,
+                **scale,
             )
         except FeatureLearningError as err:
             warnings.warn(

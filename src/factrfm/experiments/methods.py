@@ -388,6 +388,7 @@ def _product(**axes: list) -> tuple[dict, ...]:
 
 _RFM_GRID = _product(bandwidth=[1.0, 10.0], normalize=["max", "trace"])
 _WIDE_GRID = _product(bandwidth=[1.0, 5.0, 10.0, 20.0], normalize=["max", "trace"])
+_MEDIAN_GRID = _product(bandwidth=[1.0, 5.0, 10.0, 20.0], normalize=["median"])
 _N_ITER = 5
 
 METHODS: dict[str, GridMethod | RFMMethod] = {
@@ -419,11 +420,23 @@ METHODS: dict[str, GridMethod | RFMMethod] = {
         RFMMethod("fact-rfm-wide", {"rule": "fact", "n_iter": _N_ITER}, _WIDE_GRID),
         RFMMethod("nfa-rfm-s1-wide", {"rule": "agop", "agop_power": 1.0, "n_iter": _N_ITER},
                   _WIDE_GRID),
+        # The median normalisation (M rescaled so the median distance between training rows
+        # stays that of M = I): the bandwidth keeps its iteration-0 meaning, so the grid is the
+        # Laplace baseline's.
+        RFMMethod("fact-rfm-median", {"rule": "fact", "n_iter": _N_ITER}, _MEDIAN_GRID),
+        RFMMethod("nfa-rfm-s1-median", {"rule": "agop", "agop_power": 1.0, "n_iter": _N_ITER},
+                  _MEDIAN_GRID),
     ]
 }
 
 #: Methods that answer one question about the others; run only when named in ``--methods``.
-ABLATIONS: tuple[str, ...] = ("laplace-l10", "fact-rfm-wide", "nfa-rfm-s1-wide")
+ABLATIONS: tuple[str, ...] = (
+    "laplace-l10",
+    "fact-rfm-wide",
+    "nfa-rfm-s1-wide",
+    "fact-rfm-median",
+    "nfa-rfm-s1-median",
+)
 
 #: The methods run when ``--methods`` is not given.
 DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in ABLATIONS)
