@@ -1,6 +1,6 @@
 """Where the uci121 numbers come from: measurements on the records of a ``bench uci121`` run.
 
-    python benchmarks/uci_analysis.py results/bench/uci121_all
+    python benchmarks/uci_analysis.py results/bench/uci121_all [more runs to pool ...]
 
 Prints, from ``results.jsonl`` alone (nothing is refitted):
 
@@ -41,15 +41,24 @@ def _table(records: list[dict], field: str) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a bench output folder (holding results.jsonl)")
+    parser.add_argument("runs", type=Path, nargs="+",
+                        help="bench output folders (holding results.jsonl); records of several "
+                        "runs (say the default methods and an ablation) are pooled")
     parser.add_argument("--a", default="fact-rfm", help="first method compared (default fact-rfm)")
     parser.add_argument("--b", default="nfa-rfm-s1", help="second method (default nfa-rfm-s1)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
-    records = ResultsStore(args.run / "results.jsonl").load()
+    records, seen = [], set()
+    for run in args.runs:
+        for r in ResultsStore(run / "results.jsonl").load():
+            key = (r["dataset"], r["method"])
+            if key in seen:
+                parser.error(f"{run}: {key} is recorded in two of the runs given")
+            seen.add(key)
+            records.append(r)
     if not records:
-        parser.error(f"{args.run}: no records")
+        parser.error(f"{', '.join(map(str, args.runs))}: no records")
     acc = _table(records, "mean_test_accuracy").dropna()
     val = _table(records, "val_accuracy").reindex(acc.index)
     arora = set(list_uci121(data_dir(args.data_dir), arora90=True))
