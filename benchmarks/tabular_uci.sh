@@ -37,6 +37,9 @@ case "${1:-small}" in
   ablation)   # The normalisation and bandwidth-grid ablations of FACT-RFM and NFA-RFM (s = 1).
               $run uci121 --datasets arora90 --methods fact-rfm-median nfa-rfm-s1-median \
                 fact-rfm-wide nfa-rfm-s1-wide --workers 2 --threads 1 \
-                --out results/bench/ablation_arora90 ;;
+                --out results/bench/ablation_arora90
+              # The Laplace kernel at the single bandwidth L = 10 of the original RFM code.
+              $run uci121 --datasets all --methods laplace-l10 --workers 2 --threads 1 \
+                --out results/bench/laplace_l10_all ;;
   *) echo "usage: $0 small|all|regression|ablation" >&2; exit 2 ;;
 esac
