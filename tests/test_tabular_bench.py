@@ -236,6 +236,57 @@ def test_store_ignores_truncated_last_line(tmp_path):
     assert [json.loads(line)["x"] for line in lines] == [1, 2, 3]
 
 
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] in "ZX"  # a zombie has ended
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_pool_workers_end_when_the_run_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # A run process with the runner's pool set-up; its worker takes a job that sleeps for a
+    # minute. SIGKILL the run: the worker must be gone well before its job would have ended.
+    script = tmp_path / "run.py"
+    script.write_text(f"""
+import multiprocessing, os, time
+from concurrent.futures import ProcessPoolExecutor
+from factrfm.experiments.runner import _exit_with_parent
+
+def job(path):
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(60)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(), 0.1))
+    pool.submit(job, {str(tmp_path / "pid")!r}).result()
+""")
+    run = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+            assert time.time() < deadline, "the worker never started"
+            time.sleep(0.1)
+        worker = int((tmp_path / "pid").read_text())
+        assert not _gone(worker)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.time() + 10
+        while not _gone(worker):
+            assert time.time() < deadline, "the worker outlived the killed run by 10 s"
+            time.sleep(0.1)
+    finally:
+        run.kill()
+
+
 def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(uci_root, tmp_path):
     root = str(uci_root)
     specs = _specs(root)

@@ -17,6 +17,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 import warnings
@@ -309,6 +310,22 @@ def _exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """Worker initializer: end this process soon after the run's process is gone.
+
+    A run killed by a signal it cannot handle (SIGTERM, SIGKILL) runs no clean-up, and its pool
+    workers would go on computing jobs whose records nobody will write. A daemon thread polls
+    the parent's pid and exits the worker when it changes (the worker was re-parented).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _iter_local(specs: list[JobSpec], workers: int) -> Iterator[tuple[JobSpec, Any, str | None]]:
     if workers == 1:
         for spec in specs:
@@ -318,7 +335,12 @@ def _iter_local(specs: list[JobSpec], workers: int) -> Iterator[tuple[JobSpec, A
                 yield spec, None, traceback.format_exc()
         return
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         futures = {pool.submit(run_job, s): s for s in specs}
         for fut in as_completed(futures):
