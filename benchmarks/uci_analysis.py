@@ -1,6 +1,7 @@
 """Where the uci121 numbers come from: measurements on the records of a ``bench uci121`` run.
 
     python benchmarks/uci_analysis.py results/bench/uci121_all [more runs to pool ...]
+    python benchmarks/uci_analysis.py benchmarks/records/uci121_all.jsonl.gz   # the kept records
 
 Prints, from ``results.jsonl`` alone (nothing is refitted):
 
@@ -20,6 +21,8 @@ Prints, from ``results.jsonl`` alone (nothing is refitted):
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import sys
 from pathlib import Path
 
@@ -39,11 +42,22 @@ def _table(records: list[dict], field: str) -> pd.DataFrame:
     return pd.DataFrame(rows).pivot(index="dataset", columns="method", values=field)
 
 
+def _load(path: Path) -> list[dict]:
+    """The records of a bench output folder, or of a ``.jsonl`` / ``.jsonl.gz`` copy of its
+    ``results.jsonl`` (as kept under ``benchmarks/records/``)."""
+    if path.is_dir():
+        return ResultsStore(path / "results.jsonl").load()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+",
-                        help="bench output folders (holding results.jsonl); records of several "
-                        "runs (say the default methods and an ablation) are pooled")
+                        help="bench output folders (holding results.jsonl) or .jsonl(.gz) copies "
+                        "of their records; several runs (say the default methods and an "
+                        "ablation) are pooled")
     parser.add_argument("--a", default="fact-rfm", help="first method compared (default fact-rfm)")
     parser.add_argument("--b", default="nfa-rfm-s1", help="second method (default nfa-rfm-s1)")
     parser.add_argument("--data-dir", default=None)
@@ -51,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records, seen = [], set()
     for run in args.runs:
-        for r in ResultsStore(run / "results.jsonl").load():
+        for r in _load(run):
             key = (r["dataset"], r["method"])
             if key in seen:
                 parser.error(f"{run}: {key} is recorded in two of the runs given")
