@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                         "ablation) are pooled")
     parser.add_argument("--a", default="fact-rfm", help="first method compared (default fact-rfm)")
     parser.add_argument("--b", default="nfa-rfm-s1", help="second method (default nfa-rfm-s1)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="analyse only these methods (the data sets compared are those where "
+                        "all of them are recorded; default: every method recorded)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
@@ -71,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"{run}: {key} is recorded in two of the runs given")
             seen.add(key)
             records.append(r)
+    if args.methods:
+        records = [r for r in records if r["method"] in set(args.methods)]
     if not records:
-        parser.error(f"{', '.join(map(str, args.runs))}: no records")
+        parser.error(f"{', '.join(map(str, args.runs))}: no records (of --methods)")
     acc = _table(records, "mean_test_accuracy").dropna()
     val = _table(records, "val_accuracy").reindex(acc.index)
     arora = set(list_uci121(data_dir(args.data_dir), arora90=True))
