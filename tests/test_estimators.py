@@ -252,7 +252,7 @@ def test_unseen_labels_at_score_time_count_as_errors():
     "param, value, match",
     [
         ("rule", "nfa", "rule must be one of"),
-        ("normalize", "median", "normalize must be one of"),
+        ("normalize", "mean", "normalize must be one of"),
         ("preprocessing", "minmax", "preprocessing must be one of"),
         ("n_iter", -1, "n_iter must be"),
         ("validation_fraction", 1.5, "validation_fraction"),
@@ -270,3 +270,12 @@ def test_bad_parameters_name_the_problem(param, value, match):
         kw["kernel"] = "exponential"
     with pytest.raises(ValueError, match=match):
         RFMClassifier(**kw).fit(X, y)
+
+
+def test_median_normalization_learns_the_relevant_coordinates():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 6))
+    y = (X[:, 0] * X[:, 3] > 0).astype(int)
+    clf = RFMClassifier(normalize="median", n_iter=4, random_state=0).fit(X[:400], y[:400])
+    assert clf.score(X[400:], y[400:]) > 0.85
+    assert set(np.argsort(np.diag(clf.M_))[-2:]) == {0, 3}
