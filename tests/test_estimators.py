@@ -33,7 +33,7 @@ def _split(loader, **kw):
     "loader, floor",
     [(load_breast_cancer, 0.95), (load_wine, 0.95), (load_digits, 0.97)],
 )
-@pytest.mark.parametrize("rule", ["fact", "fact-geomean", "agop"])
+@pytest.mark.parametrize("rule", ["fact", "fact-geomean", "fact-per-output", "agop"])
 def test_default_accuracy_on_raw_bundled_data(loader, floor, rule):
     Xtr, Xte, ytr, yte = _split(loader)
     clf = RFMClassifier(rule=rule, random_state=0).fit(Xtr, ytr)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from factrfm.features import (
+    FeatureLearningError,
     FeatureMatrices,
     feature_matrices,
     jacobians,
@@ -100,6 +101,14 @@ def test_agop_and_fact_match_autograd(kernel):
     mats = feature_matrices(kernel, X, alpha, M, block_entries=40)  # several blocks
     assert _rel(mats.agop, agop_ref) <= 1e-6
     assert _rel(mats.fact, fact_ref) <= 1e-6
+    assert mats.fact_outputs is None
+    # Per output k: F_k = (1/n) sum_i (G_i)_k alpha_ik x_i^T, and F = sum_k F_k.
+    per = feature_matrices(kernel, X, alpha, M, agop=False, per_output=True, block_entries=40)
+    assert per.fact_outputs.shape == (3, 5, 5)
+    for k in range(3):
+        ref_k = torch.einsum("nd,n,ne->de", G[:, k], alpha[:, k], X) / n
+        assert _rel(per.fact_outputs[k], ref_k) <= 1e-6
+    assert _rel(per.fact, fact_ref) <= 1e-6
     assert _rel(jacobians(kernel, X, X, alpha, M), G) <= 1e-6
     Gc = G - G.mean(0, keepdim=True)
     centred = feature_matrices(kernel, X, alpha, M, fact=False, centering=True)
@@ -136,6 +145,22 @@ def test_fact_update_leaves_M_fixed_when_F_equals_M(rule):
     _, _, M = _problem(seed=5)
     new = update_metric(rule, M, FeatureMatrices(fact=M.clone()))
     assert _rel(new, M) <= 1e-10
+
+
+def test_per_output_fact_update():
+    """(sum_k F_k F_k^T)^{1/2}: FACT-RFM's update for one output; for several it squares each
+    output's matrix before adding, so outputs with opposite FACT matrices do not cancel."""
+    X, alpha, M = _problem(seed=9, c=1)
+    mats = feature_matrices(LaplaceKernel(2.0), X, alpha, M, agop=False, per_output=True)
+    one = update_metric("fact-per-output", M, mats)
+    assert _rel(one, update_metric("fact", M, mats)) <= 1e-10
+    F = M.clone()
+    two = FeatureMatrices(fact=F - F, fact_outputs=torch.stack([F, -F]))
+    assert _rel(update_metric("fact-per-output", M, two), 2**0.5 * M) <= 1e-10
+    with pytest.raises(FeatureLearningError, match="M = 0"):
+        update_metric("fact", M, two)  # the summed matrix cancels exactly
+    with pytest.raises(ValueError, match="per_output=True"):
+        update_metric("fact-per-output", M, FeatureMatrices(fact=F))
 
 
 def test_agop_update_takes_the_power():

@@ -105,6 +105,10 @@ def test_sampled_feature_matrices_match_autograd_on_the_sample(kernel):
     agop = torch.einsum("icd,ice->de", G, G) / 9
     torch.testing.assert_close(got.fact, fact, rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(got.agop, agop, rtol=1e-8, atol=1e-12)
+    per = sampled_feature_matrices(kernel, X[rows], C, coef, M, w, agop=False, per_output=True)
+    per_ref = torch.einsum("icd,ic,ie->cde", G, w, X[rows]) / 9
+    torch.testing.assert_close(per.fact_outputs, per_ref, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(per.fact, fact, rtol=1e-8, atol=1e-12)
 
 
 def test_sampled_feature_matrices_check_the_weights_shape():

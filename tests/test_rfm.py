@@ -15,7 +15,7 @@ def _task(n=300, d=8, seed=0):
     return X, torch.stack([1 - y, y], 1)
 
 
-@pytest.mark.parametrize("rule", ["fact", "fact-geomean", "fact-inner", "agop"])
+@pytest.mark.parametrize("rule", ["fact", "fact-geomean", "fact-inner", "fact-per-output", "agop"])
 def test_feature_learning_finds_the_relevant_coordinates(rule):
     X, Y = _task(n=600)
     Xv, Yv = _task(n=200, seed=1)
@@ -44,14 +44,14 @@ def test_iteration_zero_is_plain_kernel_ridge_and_history_is_complete():
     assert res.history[0].metrics["val_mse"] == pytest.approx(mse0, rel=1e-8)
 
 
-@pytest.mark.parametrize("rule", ["fact", "agop"])
+@pytest.mark.parametrize("rule", ["fact", "fact-per-output", "agop"])
 def test_recorded_matrices_produce_the_next_metric(rule):
     X, Y = _task()
     res = fit_rfm(X, Y, kernel=GaussianKernel(3.0), rule=rule, n_iter=2, ridge=0.1,
                   select="last", keep_matrices=True, keep_feature_matrices=True)
     for t in range(2):
         rec = res.history[t]
-        mats = FeatureMatrices(fact=rec.fact, agop=rec.agop)
+        mats = FeatureMatrices(fact=rec.fact, agop=rec.agop, fact_outputs=rec.fact_outputs)
         expected = normalize_metric(update_metric(rule, rec.M, mats), "max")
         torch.testing.assert_close(res.history[t + 1].M, expected)
     assert res.history[-1].fact is not None and res.history[-1].agop is not None

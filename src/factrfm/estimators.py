@@ -276,12 +276,14 @@ class RFMRegressor(RegressorMixin, _RFMBase):
     """Recursive Feature Machine regressor: kernel ridge regression with a learned metric ``M``.
 
     ``rule="fact"`` (FACT-RFM) updates ``M`` by the FACT matrix of the fitted kernel machine;
-    ``"fact-geomean"`` and ``"fact-inner"`` are its variants and ``"agop"`` is NFA-RFM
+    ``"fact-geomean"``, ``"fact-inner"`` and ``"fact-per-output"`` (``M <- (sum_k F_k F_k^T)^{1/2}``
+    over the outputs' FACT matrices, for several outputs or classes) are its variants and
+    ``"agop"`` is NFA-RFM
     (``M <- AGOP^agop_power``). ``n_iter=0`` is plain kernel ridge.
 
     Parameters
     ----------
-    rule : {"fact", "fact-geomean", "fact-inner", "agop"}, default="fact"
+    rule : {"fact", "fact-geomean", "fact-inner", "fact-per-output", "agop"}, default="fact"
     kernel : {"laplace", "gaussian", "exponential", "quadratic"} or Kernel, default="laplace"
     bandwidth : float, default=10.0
         Kernel bandwidth ``L`` for radial kernels, in units of standardised features.

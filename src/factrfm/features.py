@@ -13,6 +13,11 @@ so ``AGOP = M [(1/n) sum_i H_i H_i^T] M`` and, with ``B_ij = W_ij (alpha_i . alp
 ``F = M S`` where ``S = (1/n) X^T (diag(B 1) - B) X`` (radial) or ``(1/n) X^T B X`` (inner
 product). The FACT step never forms an ``n x c x d`` tensor.
 
+Per output ``k`` the same holds with ``B^(k)_ij = W_ij alpha_ik alpha_jk``: ``F_k = M S_k`` and
+``F = sum_k F_k``. The rule ``"fact-per-output"`` uses ``sum_k F_k F_k^T`` instead of ``F F^T``:
+for one output it is FACT-RFM; for several (one-hot classes) the outputs' matrices are not
+added before squaring, so opposite-signed contributions of different classes cannot cancel.
+
 Memory: every function loops over blocks of rows; a block holds ``block_rows x n`` kernel
 entries (``x c`` for the Jacobians), with ``block_rows`` chosen from a budget of
 ``block_entries`` entries (default :data:`factrfm.kernels.DEFAULT_BLOCK_ENTRIES`).
@@ -41,7 +46,7 @@ __all__ = [
 ]
 
 #: Update rules: name -> (what the matrix U is built from, the power taken of U).
-RULES = ("fact", "fact-geomean", "fact-inner", "agop")
+RULES = ("fact", "fact-geomean", "fact-inner", "fact-per-output", "agop")
 NORMALIZATIONS = ("max", "trace", "median", "none")
 
 
@@ -60,17 +65,20 @@ def _partial_H(kernel: Kernel, Xb, Z, alpha, W):
     return T
 
 
-def _fact_operand(alpha: torch.Tensor, X: torch.Tensor) -> torch.Tensor | None:
+def _fact_operand(
+    alpha: torch.Tensor, X: torch.Tensor, force: bool = False
+) -> torch.Tensor | None:
     """``[alpha_1 * X, ..., alpha_c * X, alpha]`` (n, c (d + 1)), when one product with it is
     cheaper than forming ``B = W * (alpha alpha^T)`` entry by entry.
 
     Cost model per kernel entry: the product takes ``c (d + 1)`` multiply-adds; the entry-wise
     route takes ``c + d`` plus three passes over an ``n x n`` block, each worth about 30
-    multiply-adds of a matrix product on a CPU.
+    multiply-adds of a matrix product on a CPU. ``force=True`` always builds it (the per-output
+    FACT matrices need the products output by output).
     """
     n, d = X.shape
     c = alpha.shape[1]
-    if c * (d + 1) > c + d + 90:
+    if not force and c * (d + 1) > c + d + 90:
         return None
     return torch.cat([(alpha[:, k : k + 1] * X) for k in range(c)] + [alpha], dim=1)
 
@@ -85,6 +93,16 @@ def _fact_products(W, alpha, sl, X, Q):
     R = W @ Q
     BX = sum(a[:, k : k + 1] * R[:, k * d : (k + 1) * d] for k in range(c))
     return BX, (a * R[:, c * d :]).sum(1)
+
+
+def _fact_output_products(W, alpha, sl, Q, d):
+    """Per output ``k``: ``B^(k) X`` as ``(b, c, d)`` and ``B^(k) 1`` as ``(b, c)`` for the rows
+    ``sl`` of ``B^(k) = W * (alpha_k alpha_k^T)``, with ``Q`` from :func:`_fact_operand`."""
+    c = alpha.shape[1]
+    a = alpha[sl]
+    R = W @ Q
+    BX = R[:, : c * d].reshape(-1, c, d) * a[:, :, None]
+    return BX, a * R[:, c * d :]
 
 
 def jacobians(
@@ -117,6 +135,9 @@ class FeatureMatrices:
 
     fact: torch.Tensor | None = None
     agop: torch.Tensor | None = None
+    #: ``(c, d, d)``: the FACT matrix ``F_k`` of each output (``fact`` is their sum); only
+    #: when asked for with ``per_output=True``.
+    fact_outputs: torch.Tensor | None = None
 
 
 def feature_matrices(
@@ -130,6 +151,7 @@ def feature_matrices(
     centering: bool = False,
     block_entries: int | None = None,
     weights: torch.Tensor | None = None,
+    per_output: bool = False,
 ) -> FeatureMatrices:
     """FACT matrix ``F = (1/n) sum_i G_i alpha_i x_i^T`` and ``AGOP = (1/n) sum_i G_i G_i^T``.
 
@@ -138,17 +160,23 @@ def feature_matrices(
     Both are computed in one pass over row blocks; results are float64. ``weights`` may hold
     the ``(n, n)`` gradient coefficients of :meth:`~factrfm.kernels.Kernel.gradient_weights`
     when they are already at hand (they are then overwritten); else they are computed block by
-    block.
+    block. ``per_output=True`` also returns each output's FACT matrix ``F_k``
+    (``fact_outputs``, ``(c, d, d)``); it costs ``n^2 c (d + 1)`` multiply-adds and an
+    ``(n, c (d + 1))`` operand, whatever the shapes.
     """
     n, d = X.shape
     c = alpha.shape[1]
     Md = M.to(X.dtype)
+    per_output = per_output and fact
     S = X.new_zeros(d, d, dtype=torch.float64)
+    S_out = X.new_zeros(c, d, d, dtype=torch.float64) if per_output else None
     HH = X.new_zeros(d, d, dtype=torch.float64)
     H_sum = X.new_zeros(c, d, dtype=torch.float64)
     per_entry = (c + 2) if agop else 2
+    if per_output:  # the (b, c (d + 1)) product block counts too
+        per_entry += -(-c * (d + 1) // n)
     rows = default_block_rows(n, per_entry=per_entry, budget=block_entries)
-    Q = _fact_operand(alpha, X) if fact else None
+    Q = _fact_operand(alpha, X, force=per_output) if fact else None
     for sl in row_blocks(n, rows):
         Xb = X[sl]
         W = weights[sl] if weights is not None else kernel.gradient_weights(Xb, X, Md)[1]
@@ -159,7 +187,13 @@ def feature_matrices(
             if centering:
                 H_sum += H.sum(0).double()
             del H, Hf
-        if fact:
+        if per_output:
+            BX, B1 = _fact_output_products(W, alpha, sl, Q, d)
+            T = B1[:, :, None] * Xb[:, None, :] - BX if kernel.radial else BX
+            parts = (T.reshape(-1, c * d).T @ Xb).reshape(c, d, d).double()
+            S_out += parts
+            S += parts.sum(0)
+        elif fact:
             BX, B1 = _fact_products(W, alpha, sl, X, Q)
             part = -BX.T @ Xb if kernel.radial else BX.T @ Xb
             if kernel.radial:
@@ -170,6 +204,8 @@ def feature_matrices(
     out = FeatureMatrices()
     if fact:
         out.fact = M64 @ (S / n)
+    if per_output:
+        out.fact_outputs = M64 @ (S_out / n)
     if agop:
         HH /= n
         if centering:
@@ -191,6 +227,14 @@ def _update_target(rule: str, M: torch.Tensor, mats: FeatureMatrices) -> tuple[t
         return FM @ FM.T, 0.25
     if rule == "fact-inner":
         return F @ M, 0.5
+    if rule == "fact-per-output":
+        Fk = mats.fact_outputs
+        if Fk is None:
+            raise ValueError(
+                "rule 'fact-per-output' needs the per-output FACT matrices: compute them with "
+                "feature_matrices(..., per_output=True)"
+            )
+        return torch.einsum("kde,kfe->df", Fk, Fk), 0.5
     raise ValueError(f"unknown rule {rule!r}; choose one of {RULES}")
 
 
@@ -205,7 +249,9 @@ def update_metric(
     """The new (unnormalised) metric from the current ``M`` and the feature matrices.
 
     Rules (``F`` the FACT matrix): ``"fact"``: ``(F F^T)^{1/2}``; ``"fact-geomean"``:
-    ``(F M^2 F^T)^{1/4}``; ``"fact-inner"``: ``(F M)^{1/2}``; ``"agop"``: ``AGOP^agop_power``.
+    ``(F M^2 F^T)^{1/4}``; ``"fact-inner"``: ``(F M)^{1/2}``; ``"fact-per-output"``:
+    ``(sum_k F_k F_k^T)^{1/2}`` over the outputs' FACT matrices ``F_k`` (``mats.fact_outputs``);
+    ``"agop"``: ``AGOP^agop_power``.
     With ``diag=True`` only the diagonal of the matrix whose power is taken is kept, so the
     metric stays diagonal. Raises :class:`FeatureLearningError` when the result is zero or
     not finite.

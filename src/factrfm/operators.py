@@ -192,6 +192,7 @@ def sampled_feature_matrices(
     agop: bool = True,
     centering: bool = False,
     block_entries: int | None = None,
+    per_output: bool = False,
 ) -> FeatureMatrices:
     """FACT matrix and AGOP of ``f(x) = K_M(x, centres) @ coef`` at the rows of ``X``.
 
@@ -205,7 +206,8 @@ def sampled_feature_matrices(
     row_weights : tensor ``(s, c)``
         The loss weight ``w_i`` of each row: ``alpha_i`` for exact kernel ridge whose centres
         are the training rows, ``(y_i - f(x_i)) / ridge`` in general.
-    fact, agop, centering, block_entries : as in :func:`factrfm.features.feature_matrices`.
+    fact, agop, centering, block_entries, per_output : as in
+        :func:`factrfm.features.feature_matrices`.
 
     Returns float64 matrices. Memory: the ``(s, c, d)`` Jacobians plus one block of
     ``block_entries`` kernel entries. When ``X`` is ``centres`` and ``row_weights`` is ``coef``
@@ -219,17 +221,25 @@ def sampled_feature_matrices(
         )
     if X is centres and row_weights is coef:
         return feature_matrices(kernel, X, coef, M, fact=fact, agop=agop, centering=centering,
-                                block_entries=block_entries)
+                                block_entries=block_entries, per_output=per_output)
     s, d = X.shape
     c = coef.shape[1]
+    per_output = per_output and fact
     fact_sum = X.new_zeros(d, d, dtype=torch.float64)
+    fact_out = X.new_zeros(c, d, d, dtype=torch.float64) if per_output else None
     agop_sum = X.new_zeros(d, d, dtype=torch.float64)
     jac_sum = X.new_zeros(c, d, dtype=torch.float64)
     # Chunks of rows keep the (rows, c, d) Jacobians small whatever s is.
     chunk = max(1, (2**22) // max(1, c * d))
     for sl in row_blocks(s, chunk):
         J = jacobians(kernel, X[sl], centres, coef.to(X.dtype), M, block_entries).double()
-        if fact:
+        if per_output:
+            # per output k: sum_i (G_i)_k w_ik x_i^T
+            g = J * row_weights[sl].double()[:, :, None]
+            parts = (g.reshape(g.shape[0], -1).T @ X[sl].double()).reshape(c, d, d)
+            fact_out += parts
+            fact_sum += parts.sum(0)
+        elif fact:
             # sum_i G_i w_i x_i^T with G_i = J_i^T (d x c)
             g = torch.einsum("icd,ic->id", J, row_weights[sl].double())
             fact_sum += g.T @ X[sl].double()
@@ -240,6 +250,8 @@ def sampled_feature_matrices(
     out = FeatureMatrices()
     if fact:
         out.fact = fact_sum / s
+    if per_output:
+        out.fact_outputs = fact_out / s
     if agop:
         out.agop = agop_sum / s
         if centering:

@@ -46,6 +46,8 @@ class IterationRecord:
     M: torch.Tensor | None = None
     fact: torch.Tensor | None = None
     agop: torch.Tensor | None = None
+    #: ``(c, d, d)`` per-output FACT matrices, kept for the rule ``"fact-per-output"`` only.
+    fact_outputs: torch.Tensor | None = None
 
 
 @dataclass
@@ -194,7 +196,8 @@ def fit_rfm(
         Validation data: used to choose the ridge (when ``ridge`` is a sequence) and the kept
         iteration (``select="validation"``), and recorded in the history otherwise.
     kernel : :class:`~factrfm.kernels.Kernel`
-    rule : ``"fact"``, ``"fact-geomean"``, ``"fact-inner"`` or ``"agop"``
+    rule : ``"fact"``, ``"fact-geomean"``, ``"fact-inner"``, ``"fact-per-output"`` or ``"agop"``
+        (:func:`factrfm.features.update_metric`).
     n_iter : number of metric updates; ``0`` is plain kernel ridge.
     ridge : a number, or a sequence chosen among per iteration on validation data (all of them
         from one eigendecomposition of ``K``).
@@ -322,6 +325,7 @@ def fit_rfm(
         if want_features:
             need_fact = (rule != "agop" and not last) or keep_feature_matrices
             need_agop = (rule == "agop" and not last) or keep_feature_matrices
+            per_output = rule == "fact-per-output" and (not last or keep_feature_matrices)
             if solver == "exact" and feat_rows is None:
                 mats = feature_matrices(
                     kernel,
@@ -333,6 +337,7 @@ def fit_rfm(
                     centering=centering,
                     block_entries=block_size,
                     weights=W,
+                    per_output=per_output,
                 )
             else:
                 # FACT in its coefficient form F = mean_i G_i alpha_i x_i^T over the rows that
@@ -344,10 +349,11 @@ def fit_rfm(
                     pts, weights = centres[feat_rows], alpha[feat_rows]
                 mats = sampled_feature_matrices(
                     kernel, pts, centres, alpha, M, weights, fact=need_fact, agop=need_agop,
-                    centering=centering, block_entries=block_size)
+                    centering=centering, block_entries=block_size, per_output=per_output)
             del W
             if keep_feature_matrices:
                 record.fact, record.agop = mats.fact, mats.agop
+                record.fact_outputs = mats.fact_outputs
         history.append(record)
         if callback is not None:
             callback(record)

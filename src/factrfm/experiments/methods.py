@@ -426,6 +426,10 @@ METHODS: dict[str, GridMethod | RFMMethod] = {
         RFMMethod("fact-rfm-median", {"rule": "fact", "n_iter": _N_ITER}, _MEDIAN_GRID),
         RFMMethod("nfa-rfm-s1-median", {"rule": "agop", "agop_power": 1.0, "n_iter": _N_ITER},
                   _MEDIAN_GRID),
+        # FACT with each output's matrix squared before the outputs are added (one-hot classes
+        # cannot cancel each other); the same grid as FACT-RFM.
+        RFMMethod("fact-rfm-per-output", {"rule": "fact-per-output", "n_iter": _N_ITER},
+                  _RFM_GRID),
     ]
 }
 
@@ -436,6 +440,7 @@ ABLATIONS: tuple[str, ...] = (
     "nfa-rfm-s1-wide",
     "fact-rfm-median",
     "nfa-rfm-s1-median",
+    "fact-rfm-per-output",
 )
 
 #: The methods run when ``--methods`` is not given.
