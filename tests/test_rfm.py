@@ -139,3 +139,20 @@ def test_callback_sees_every_iteration():
     fit_rfm(X, Y, kernel=LaplaceKernel(), n_iter=2, ridge=0.1, select="last",
             callback=lambda r: seen.append(r.iteration))
     assert seen == [0, 1, 2]
+
+
+def test_jittered_solves_are_reported_once_per_fit():
+    """Duplicated rows make K singular at ridge 0: every solve needs a jitter, and the fit says
+    so in one warning that counts them instead of one warning per solve."""
+    import warnings
+
+    X, Y = _task(n=40)
+    X, Y = torch.cat([X, X]), torch.cat([Y, Y])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_rfm(X, Y, X, Y, kernel=GaussianKernel(50.0), n_iter=2, ridge=[0.0, 0.0],
+                      task="classification")
+    jitter = [w for w in caught if "jitter" in str(w.message)]
+    assert len(jitter) == 1
+    assert "in 6 of 6 solves" in str(jitter[0].message)
+    assert torch.isfinite(res.alpha).all()

@@ -41,7 +41,7 @@ def test_singular_kernel_is_solved_with_jitter_and_a_warning():
     K, Y = _system(dtype=torch.float32, duplicate=True)  # rank deficient: 5 duplicated rows
     with pytest.warns(RuntimeWarning, match="jitter"):
         sol = solve_cholesky(K, Y, 0.0)
-    assert sol.shift > 0
+    assert sol.shift > 0 and sol.jitter == sol.shift
     assert torch.isfinite(sol.alpha).all()
     resid = (K + sol.shift * torch.eye(len(K))) @ sol.alpha - Y
     assert float(resid.norm() / Y.norm()) < 1e-2

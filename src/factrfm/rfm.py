@@ -115,12 +115,13 @@ def _as_ridges(ridge: float | Sequence[float]) -> list[float]:
 
 def _solve_ridges(K, Y, K_val, Y_val, ridges, method, task):
     """Kernel ridge for every ridge in the grid; return the best on validation data as
-    ``(alpha, ridge, K @ alpha)``. A single ridge needs no validation data. ``K`` may be
-    overwritten."""
+    ``(alpha, ridge, K @ alpha, jitters)``, ``jitters`` the diagonal jitters the Cholesky solves
+    needed (one per solve; see :func:`~factrfm.solvers.solve_cholesky`). A single ridge needs
+    no validation data. ``K`` may be overwritten."""
     if len(ridges) == 1:
         # K is not needed afterwards: factor it in place; (K + s I) alpha = Y gives K alpha.
-        sol = solve_cholesky(K, Y, ridges[0], overwrite=True)
-        return sol.alpha, ridges[0], Y - sol.shift * sol.alpha
+        sol = solve_cholesky(K, Y, ridges[0], overwrite=True, warn=False)
+        return sol.alpha, ridges[0], Y - sol.shift * sol.alpha, [sol.jitter]
     if method == "eigh":
         path = RidgePath(K, Y)
         KV = path.project(K_val)
@@ -129,15 +130,16 @@ def _solve_ridges(K, Y, K_val, Y_val, ridges, method, task):
             for r in ridges
         ]
         best = min(range(len(ridges)), key=keys.__getitem__)
-        return path.coefficients(ridges[best]), ridges[best], path.fitted(ridges[best])
-    best = None
+        return path.coefficients(ridges[best]), ridges[best], path.fitted(ridges[best]), []
+    best, jitters = None, []
     for r in ridges:
-        alpha = solve_cholesky(K, Y, r).alpha
-        key = _score_key(_metrics(K_val @ alpha, Y_val, task, "val"), task, "val")
+        sol = solve_cholesky(K, Y, r, warn=False)
+        jitters.append(sol.jitter)
+        key = _score_key(_metrics(K_val @ sol.alpha, Y_val, task, "val"), task, "val")
         if best is None or key < best[0]:
-            best = (key, alpha, r)
+            best = (key, sol.alpha, r)
     _, alpha, r = best
-    return alpha, r, K @ alpha
+    return alpha, r, K @ alpha, jitters
 
 
 def _solve_ridges_nystrom(kernel, X, Y, X_val, Y_val, M, ridges, task, options, centre_idx,
@@ -157,6 +159,19 @@ def _solve_ridges_nystrom(kernel, X, Y, X_val, Y_val, M, ridges, task, options, 
     _, sol, r = best
     train_pred = predict_kernel(kernel, X, sol.centres, sol.coef, M, block_size)
     return sol.coef, r, train_pred, sol.centres
+
+
+def _warn_jitters(jitters: list[float], n: int) -> None:
+    """One warning per fit for the solves that needed a jitter, not one per solve."""
+    used = [j for j in jitters if j > 0]
+    if used:
+        warnings.warn(
+            f"K + ridge*I was not numerically positive definite (n={n}) in {len(used)} of "
+            f"{len(jitters)} solves (duplicated rows or a tiny ridge); solved with a diagonal "
+            f"jitter of at most {max(used):.3g}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def fit_rfm(
@@ -288,6 +303,7 @@ def fit_rfm(
             )
 
     history: list[IterationRecord] = []
+    jitters: list[float] = []  # one per Cholesky solve, reported once at the end
     best: tuple | None = None  # (key, iteration, M, alpha, ridge, centres)
     for t in range(int(n_iter) + 1):
         Md = M.to(X.dtype)
@@ -304,8 +320,9 @@ def fit_rfm(
             else:
                 K, W = kernel.matrix(X, X, Md), None
             K_val = kernel.matrix(X_val, X, Md) if has_val else None
-            alpha, chosen, train_pred = _solve_ridges(
+            alpha, chosen, train_pred, solve_jitters = _solve_ridges(
                 K, Y, K_val, Y_val, ridges, ridge_solver, task)
+            jitters += solve_jitters
             del K
             centres = X
         metrics = _metrics(train_pred, Y, task, "train")
@@ -373,5 +390,6 @@ def fit_rfm(
             )
             break
 
+    _warn_jitters(jitters, X.shape[0])
     _, it, M_best, alpha_best, ridge_best, centres_best = best
     return RFMResult(kernel, M_best, alpha_best, centres_best, ridge_best, it, history)

@@ -26,17 +26,27 @@ class CholeskySolution:
     alpha: torch.Tensor
     #: the diagonal shift actually used: ``ridge + jitter``
     shift: float
+    #: the jitter added to make ``K + ridge I`` factorisable (0 when none was needed)
+    jitter: float = 0.0
 
 
 def solve_cholesky(
-    K: torch.Tensor, Y: torch.Tensor, ridge: float, *, max_tries: int = 8, overwrite: bool = False
+    K: torch.Tensor,
+    Y: torch.Tensor,
+    ridge: float,
+    *,
+    max_tries: int = 8,
+    overwrite: bool = False,
+    warn: bool = True,
 ) -> CholeskySolution:
     """Solve ``(K + ridge I) alpha = Y`` by Cholesky.
 
     When the factorisation fails (``K + ridge I`` not numerically positive definite), a jitter
     ``eps * mean(diag K) * 10^k`` (``eps`` the dtype's machine epsilon, ``k = 0, 1, ...``) is added
     to the diagonal and the factorisation retried, at most ``max_tries`` times; a warning names
-    the jitter used. ``overwrite=True`` lets the function modify ``K`` to save one ``n x n`` copy.
+    the jitter used (``warn=False`` leaves the warning to the caller, who finds the jitter in
+    ``shift - ridge``). ``overwrite=True`` lets the function modify ``K`` to save one ``n x n``
+    copy.
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge!r}")
@@ -54,14 +64,14 @@ def solve_cholesky(
             Z = torch.linalg.solve_triangular(L, Y.to(A.dtype), upper=False)
             alpha = torch.linalg.solve_triangular(L.mT, Z, upper=True)
             if torch.isfinite(alpha).all():
-                if added > 0:
+                if added > 0 and warn:
                     warnings.warn(
                         f"K + ridge*I was not numerically positive definite (n={n}); solved with "
                         f"jitter {added:.3g} added to the diagonal",
                         RuntimeWarning,
                         stacklevel=2,
                     )
-                return CholeskySolution(alpha, ridge + added)
+                return CholeskySolution(alpha, ridge + added, added)
         del L
         if attempt == max_tries:
             break
