@@ -310,6 +310,37 @@ def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(uci_root, tmp_pat
     assert len(path.read_bytes().splitlines()) == 4
 
 
+def test_sigterm_stops_the_run_cleanly_and_it_records_itself(tmp_path, monkeypatch):
+    """SIGTERM during a run (in-process worker): the finished job stays recorded, the run
+    stops with KeyboardInterrupt, runs.jsonl says it was interrupted, and the process's own
+    SIGTERM handler is back afterwards."""
+    import signal
+
+    from factrfm.experiments import runner
+
+    stop_at = {"second"}
+
+    def fake_job(spec):
+        if spec.dataset in stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"dataset": spec.dataset, "method": spec.method, "suite": spec.suite}
+
+    monkeypatch.setattr(runner, "run_job", fake_job)
+    specs = [JobSpec("uci121", name, "laplace", str(tmp_path)) for name in
+             ("first", "second", "third")]
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run_jobs(specs, tmp_path / "out", progress=False)
+    assert signal.getsignal(signal.SIGTERM) == before
+    records = ResultsStore(tmp_path / "out" / "results.jsonl").load()
+    assert [r["dataset"] for r in records] == ["first"]
+    runs = ResultsStore(tmp_path / "out" / "runs.jsonl").load()
+    assert len(runs) == 1 and runs[0]["interrupted"] is True and runs[0]["done"] == 1
+    stop_at.clear()
+    again = run_jobs(specs, tmp_path / "out", progress=False)
+    assert (again["done"], again["skipped"], again["interrupted"]) == (2, 1, False)
+
+
 def test_failed_job_is_logged_and_retried(uci_root, tmp_path):
     root = str(uci_root)
     specs = [JobSpec("uci121", "no-such-set", "laplace", root),

@@ -17,6 +17,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -310,6 +311,25 @@ def _exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, a batch system's time limit) into ``KeyboardInterrupt`` while the
+    run lasts, so its clean-up runs: the pool is shut down and ``runs.jsonl`` gets its line.
+    Only the main thread can set signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
     """Worker initializer: end this process soon after the run's process is gone.
 
@@ -387,7 +407,8 @@ def run_jobs(
     specs : iterable of JobSpec
     out : path-like
         Output folder: ``results.jsonl`` (records), ``errors.jsonl`` (failed jobs, retried next
-        time) and ``runs.jsonl`` (one line per run: wall time, jobs done).
+        time) and ``runs.jsonl`` (one line per run: wall time, jobs done, and whether it was
+        interrupted; SIGTERM and Ctrl-C both let the run write it).
     workers : int, default 1
         Local worker processes (1 runs in this process). Ignored with ``scheduler``.
     scheduler : str, optional
@@ -410,7 +431,8 @@ def run_jobs(
     errors = ResultsStore(out / "errors.jsonl")
     t0 = time.time()
     done_now = failed = 0
-    with _exclusive(out):
+    interrupted = False
+    with _exclusive(out), _sigterm_as_interrupt():
         store.repair()
         errors.repair()
         done = store.done()
@@ -436,6 +458,9 @@ def run_jobs(
                     failed += 1
                 bar.set_postfix_str(f"{spec.dataset}/{spec.method}", refresh=False)
                 bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             bar.close()
             if isinstance(stream, Iterator):
@@ -449,6 +474,7 @@ def run_jobs(
                 "workers": workers,
                 "scheduler": scheduler,
                 "start": t0,
+                "interrupted": interrupted,
             }
             ResultsStore(out / "runs.jsonl").append(summary)
     return summary
