@@ -310,6 +310,16 @@ def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(uci_root, tmp_pat
     assert len(path.read_bytes().splitlines()) == 4
 
 
+def test_method_groups_expand_to_the_default_methods():
+    from factrfm.experiments.methods import METHOD_GROUPS, expand_methods
+
+    kernel, baselines = METHOD_GROUPS["kernel"], METHOD_GROUPS["baselines"]
+    assert "fact-rfm" in kernel and "laplace" in kernel and "xgboost" in baselines
+    assert sorted(kernel + baselines) == sorted(DEFAULT_METHODS)
+    assert expand_methods(["xgboost", "kernel", "fact-rfm", "mlp"]) == [
+        "xgboost", *kernel, "mlp"]
+
+
 def test_sigterm_stops_the_run_cleanly_and_it_records_itself(tmp_path, monkeypatch):
     """SIGTERM during a run (in-process worker): the finished job stays recorded, the run
     stops with KeyboardInterrupt, runs.jsonl says it was interrupted, and the process's own

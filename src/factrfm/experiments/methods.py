@@ -42,6 +42,8 @@ __all__ = [
     "METHODS",
     "DEFAULT_METHODS",
     "ABLATIONS",
+    "METHOD_GROUPS",
+    "expand_methods",
     "get_method",
     "fitted_route",
     "score",
@@ -445,6 +447,24 @@ ABLATIONS: tuple[str, ...] = (
 
 #: The methods run when ``--methods`` is not given.
 DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in ABLATIONS)
+
+#: Names that stand for several default methods in ``--methods``: the kernel methods (RFM and
+#: the Laplace kernel) and the other baselines.
+METHOD_GROUPS: dict[str, tuple[str, ...]] = {
+    "kernel": tuple(m for m in DEFAULT_METHODS if isinstance(METHODS[m], RFMMethod)),
+    "baselines": tuple(m for m in DEFAULT_METHODS if not isinstance(METHODS[m], RFMMethod)),
+}
+
+
+def expand_methods(names: list[str]) -> list[str]:
+    """Method names with the groups of :data:`METHOD_GROUPS` replaced by their members, in
+    order and without repeats."""
+    out: list[str] = []
+    for name in names:
+        for m in METHOD_GROUPS.get(name, (name,)):
+            if m not in out:
+                out.append(m)
+    return out
 
 
 def get_method(name: str) -> GridMethod | RFMMethod:

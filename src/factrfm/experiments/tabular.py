@@ -20,7 +20,7 @@ import argparse
 import os
 from pathlib import Path
 
-from factrfm.experiments.methods import DEFAULT_METHODS, METHODS
+from factrfm.experiments.methods import DEFAULT_METHODS, METHOD_GROUPS, METHODS, expand_methods
 from factrfm.experiments.runner import SUITES, JobSpec, ResultsStore, run_jobs
 
 __all__ = ["add_arguments", "run", "resolve_datasets", "make_specs"]
@@ -49,10 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods",
         nargs="+",
         default=None,
-        choices=sorted(METHODS),
+        choices=sorted(METHODS) + sorted(METHOD_GROUPS),
         metavar="METHOD",
         help=f"methods (default: {', '.join(DEFAULT_METHODS)}; also: "
-        f"{', '.join(sorted(set(METHODS) - set(DEFAULT_METHODS)))})",
+        f"{', '.join(sorted(set(METHODS) - set(DEFAULT_METHODS)))}), or a group: "
+        + "; ".join(f"'{g}' ({', '.join(ms)})" for g, ms in METHOD_GROUPS.items()),
     )
     parser.add_argument(
         "--max-rows", type=int, default=None, help="skip data sets with more rows than this"
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     if threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
-    methods = list(args.methods or DEFAULT_METHODS)
+    methods = expand_methods(args.methods or list(DEFAULT_METHODS))
     datasets = resolve_datasets(args.suite, args.datasets, root, args.max_rows)
     if not datasets:
         raise ValueError("datasets: no data set left after --datasets / --max-rows")
