@@ -15,7 +15,9 @@ Prints, from ``results.jsonl`` alone (nothing is refitted):
 4. how well the validation split predicts the test folds: the rank correlation between the
    FACT - NFA difference on validation and on test, and the accuracy lost by choosing the method
    on validation instead of taking the better one.
-5. the RFM fits that were partitioned (training parts above the exact-fit limit).
+5. the RFM fits that were partitioned (training parts above the exact-fit limit);
+6. the two methods' difference by number of classes (2, 3-9, 10 or more), with a Mann-Whitney
+   test of binary against multi-class sets and a Wilcoxon test within each group.
 """
 
 from __future__ import annotations
@@ -140,7 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     routes = [(r["dataset"], r["method"], r.get("fold_routes")) for r in records
               if r["method"] in RFM + ("laplace",)]
     parted = sorted({d for d, _, rs in routes if rs and any(x and x != "exact" for x in rs)})
-    print(f"5. data sets whose RFM folds were partitioned: {len(parted)}: {', '.join(parted)}")
+    print(f"5. data sets whose RFM folds were partitioned: {len(parted)}: {', '.join(parted)}\n")
+
+    classes = pd.Series({d: next(r["n_classes"] for r in records if r["dataset"] == d)
+                         for d in acc.index})
+    groups = pd.cut(classes, [1, 2, 9, np.inf], labels=["2", "3-9", ">=10"])
+    print(f"6. {a} - {b} by number of classes")
+    for g in groups.cat.categories:
+        sel = diff[groups == g]
+        nz = sel[sel != 0]
+        p = stats.wilcoxon(nz).pvalue if len(nz) > 5 else float("nan")
+        extra = (f", {a} - laplace {(acc[a] - acc['laplace'])[groups == g].mean():+.4f}"
+                 if "laplace" in acc.columns else "")
+        print(f"   {g:>4s} classes: {len(sel):3d} sets, mean {sel.mean():+.4f} "
+              f"(Wilcoxon p = {p:.2g}){extra}")
+    binary = classes == 2
+    if binary.any() and (~binary).any():
+        p = stats.mannwhitneyu(diff[binary], diff[~binary]).pvalue
+        print(f"   binary against multi-class sets: Mann-Whitney p = {p:.2g}")
     return 0
 
 
