@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  binary against multi-class: Mann-Whitney p = "
               f"{stats.mannwhitneyu(ind[c == 2], ind[c > 2]).pvalue:.2g}")
     rho, p = stats.spearmanr(ind, diff)
-    print(f"  Spearman rho between indefiniteness and {args.a} - {args.b}: {rho:+.3f} (p = {p:.2g})")
+    print(f"  Spearman rho between indefiniteness and {args.a} - {args.b}: {rho:+.3f} "
+          f"(p = {p:.2g})")
     if (c > 2).sum() > 2:
         rho, p = stats.spearmanr(ind[c > 2], diff[c > 2])
         print(f"  the same on the multi-class sets only: {rho:+.3f} (p = {p:.2g})")
