@@ -7,6 +7,7 @@
 #                                         # methods search on a sample and fit partitioned models
 #   benchmarks/tabular_uci.sh regression  # the 9 regression sets, FACT-RFM / NFA-RFM / XGBoost
 #   benchmarks/tabular_uci.sh ablation    # M's normalisation and the bandwidth grid, 90 sets
+#   benchmarks/tabular_uci.sh per-output  # FACT per output on the 67 multi-class sets
 #   benchmarks/tabular_uci.sh keep        # copy the records to benchmarks/records/
 #
 # Then  python benchmarks/uci_analysis.py results/bench/uci121_all [results/bench/ablation_arora90]
@@ -41,6 +42,10 @@ case "${1:-small}" in
               # The Laplace kernel at the single bandwidth L = 10 of the original RFM code.
               $run uci121 --datasets all --methods laplace-l10 --workers 2 --threads 1 \
                 --out results/bench/laplace_l10_all ;;
+  per-output) # FACT-RFM with M <- (sum_k F_k F_k^T)^{1/2} over the classes' FACT matrices, where
+              # FACT-RFM trails NFA-RFM (compare with uci121_all: benchmarks/uci_analysis.py).
+              $run uci121 --datasets multiclass --methods fact-rfm-per-output --workers 2 \
+                --threads 1 --out results/bench/per_output_mc ;;
   keep)       # Copy every run's records to benchmarks/records/ (committed: the closing notes'
               # figures are recomputed from them, and a run resumes from a copy put back with
               #   gunzip -c benchmarks/records/NAME.jsonl.gz > results/bench/NAME/results.jsonl).
@@ -49,5 +54,5 @@ case "${1:-small}" in
                 name=$(basename "$(dirname "$f")")
                 gzip -9nc "$f" > "benchmarks/records/$name.jsonl.gz"
               done ;;
-  *) echo "usage: $0 small|all|regression|ablation|keep" >&2; exit 2 ;;
+  *) echo "usage: $0 small|all|regression|ablation|per-output|keep" >&2; exit 2 ;;
 esac

@@ -81,6 +81,9 @@ def test_uci121_lists(uci_root):
     names = list_uci121(root)
     assert len(names) == 120 and "miniboone" not in names
     assert len(list_uci121(root, arora90=True)) == 90
+    multi = list_uci121(root, min_classes=3)
+    assert len(multi) == 67 and "iris" in multi and "adult" not in multi
+    assert all(load_uci121(n, root).n_classes >= 3 for n in multi[:5])
     small = list_uci121(root, max_rows=100)
     idx = uci121_index(root).set_index("name")
     assert small and all(idx.loc[n, "n_trainval"] <= 100 for n in small)

@@ -310,6 +310,17 @@ def test_rerun_after_kill_loses_nothing_and_duplicates_nothing(uci_root, tmp_pat
     assert len(path.read_bytes().splitlines()) == 4
 
 
+def test_dataset_groups(uci_root):
+    from factrfm.experiments.tabular import resolve_datasets
+
+    root = str(uci_root)
+    assert len(resolve_datasets("uci121", ["arora90"], root, None)) == 90
+    multi = resolve_datasets("uci121", ["multiclass"], root, 500)
+    assert multi and "iris" in multi and "trains" not in multi
+    with pytest.raises(ValueError, match="'multiclass' exists only for uci121"):
+        resolve_datasets("uci-regression", ["multiclass"], root, None)
+
+
 def test_method_groups_expand_to_the_default_methods():
     from factrfm.experiments.methods import METHOD_GROUPS, expand_methods
 

@@ -141,6 +141,7 @@ def list_uci121(
     *,
     max_rows: int | None = None,
     arora90: bool = False,
+    min_classes: int | None = None,
 ) -> list[str]:
     """Names of the available ``uci121`` data sets, smallest first (by rows, then name).
 
@@ -153,6 +154,8 @@ def list_uci121(
     arora90 : bool, default False
         Keep only the 90 sets of the Arora et al. protocol (``n_trainval + n_test <= 5000`` and
         no separate test file).
+    min_classes : int, optional
+        Keep only sets with at least this many classes (3: the multi-class sets).
 
     Returns
     -------
@@ -166,6 +169,8 @@ def list_uci121(
         idx = idx[idx["n_trainval"] <= max_rows]
     if arora90:
         idx = idx[(idx["n_trainval"] + idx["n_test"] <= 5000) & (idx["n_test"] == 0)]
+    if min_classes is not None:
+        idx = idx[idx["n_classes"] >= min_classes]
     idx = idx.sort_values(["n_trainval", "name"], kind="stable")
     return [str(x) for x in idx["name"]]
 

@@ -26,7 +26,8 @@ from factrfm.experiments.runner import SUITES, JobSpec, ResultsStore, run_jobs
 __all__ = ["add_arguments", "run", "resolve_datasets", "make_specs"]
 
 #: dataset groups accepted by ``--datasets`` (uci121 only)
-GROUPS = ("all", "arora90")
+#: Data-set groups of ``--datasets`` for uci121 besides ``all``.
+UCI121_GROUPS = ("arora90", "multiclass")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--datasets",
         nargs="+",
         default=None,
-        help="data set names, or a group: 'all' (default) or 'arora90' (uci121: "
-        "the 90 sets with at most 5,000 rows and no separate test file)",
+        help="data set names, or a group: 'all' (default); uci121 also 'arora90' (the 90 sets "
+        "with at most 5,000 rows and no separate test file) and 'multiclass' (3 or more "
+        "classes)",
     )
     parser.add_argument(
         "--methods",
@@ -108,16 +110,17 @@ def resolve_datasets(
 
     if suite == "uci121":
         available = uci.list_uci121(root, max_rows=max_rows)
-        group = uci.list_uci121(root, max_rows=max_rows, arora90=True)
+        groups = {"arora90": uci.list_uci121(root, max_rows=max_rows, arora90=True),
+                  "multiclass": uci.list_uci121(root, max_rows=max_rows, min_classes=3)}
     else:
         available = uci.list_uci_regression(root, max_rows=max_rows)
-        group = available
+        groups = {}
     if not names or names == ["all"]:
         return available
-    if names == ["arora90"]:
+    if len(names) == 1 and names[0] in UCI121_GROUPS:
         if suite != "uci121":
-            raise ValueError("datasets: the group 'arora90' exists only for uci121")
-        return group
+            raise ValueError(f"datasets: the group {names[0]!r} exists only for uci121")
+        return groups[names[0]]
     known = set(uci.list_uci121(root) if suite == "uci121" else uci.list_uci_regression(root))
     unknown = [n for n in names if n not in known]
     if unknown:
