@@ -391,6 +391,7 @@ def _product(**axes: list) -> tuple[dict, ...]:
 _RFM_GRID = _product(bandwidth=[1.0, 10.0], normalize=["max", "trace"])
 _WIDE_GRID = _product(bandwidth=[1.0, 5.0, 10.0, 20.0], normalize=["max", "trace"])
 _MEDIAN_GRID = _product(bandwidth=[1.0, 5.0, 10.0, 20.0], normalize=["median"])
+_FIXED_RIDGE_GRID = _product(bandwidth=[1.0, 10.0], normalize=["max", "trace"], ridge=list(RIDGES))
 _N_ITER = 5
 
 METHODS: dict[str, GridMethod | RFMMethod] = {
@@ -432,6 +433,13 @@ METHODS: dict[str, GridMethod | RFMMethod] = {
         # cannot cancel each other); the same grid as FACT-RFM.
         RFMMethod("fact-rfm-per-output", {"rule": "fact-per-output", "n_iter": _N_ITER},
                   _RFM_GRID),
+        # The ridge as a grid axis, fixed along the iterations (as in the original RFM code), so
+        # the validated path of metrics is the one the reported fits retrace. The default
+        # methods choose the ridge anew at every iteration during the search, and the reported
+        # fits then use the kept iteration's ridge at every iteration.
+        RFMMethod("fact-rfm-fixed-ridge", {"rule": "fact", "n_iter": _N_ITER}, _FIXED_RIDGE_GRID),
+        RFMMethod("nfa-rfm-s1-fixed-ridge", {"rule": "agop", "agop_power": 1.0,
+                                             "n_iter": _N_ITER}, _FIXED_RIDGE_GRID),
     ]
 }
 
@@ -443,6 +451,8 @@ ABLATIONS: tuple[str, ...] = (
     "fact-rfm-median",
     "nfa-rfm-s1-median",
     "fact-rfm-per-output",
+    "fact-rfm-fixed-ridge",
+    "nfa-rfm-s1-fixed-ridge",
 )
 
 #: The methods run when ``--methods`` is not given.
