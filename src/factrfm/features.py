@@ -80,19 +80,16 @@ def _fact_operand(
     c = alpha.shape[1]
     if not force and c * (d + 1) > c + d + 90:
         return None
-    return torch.cat([(alpha[:, k : k + 1] * X) for k in range(c)] + [alpha], dim=1)
+    return torch.cat([(alpha[:, :, None] * X[:, None, :]).reshape(n, c * d), alpha], dim=1)
 
 
 def _fact_products(W, alpha, sl, X, Q):
     """``B X`` and ``B 1`` for the rows ``sl`` of ``B = W * (alpha alpha^T)``; may overwrite W."""
-    d, c = X.shape[1], alpha.shape[1]
-    a = alpha[sl]
     if Q is None:
-        B = W.mul_(a @ alpha.T)
+        B = W.mul_(alpha[sl] @ alpha.T)
         return B @ X, B.sum(1)
-    R = W @ Q
-    BX = sum(a[:, k : k + 1] * R[:, k * d : (k + 1) * d] for k in range(c))
-    return BX, (a * R[:, c * d :]).sum(1)
+    BX, B1 = _fact_output_products(W, alpha, sl, Q, X.shape[1])
+    return BX.sum(1), B1.sum(1)
 
 
 def _fact_output_products(W, alpha, sl, Q, d):
