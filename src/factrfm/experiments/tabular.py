@@ -25,7 +25,6 @@ from factrfm.experiments.runner import SUITES, JobSpec, ResultsStore, run_jobs
 
 __all__ = ["add_arguments", "run", "resolve_datasets", "make_specs"]
 
-#: dataset groups accepted by ``--datasets`` (uci121 only)
 #: Data-set groups of ``--datasets`` for uci121 besides ``all``.
 UCI121_GROUPS = ("arora90", "multiclass")
 
@@ -110,17 +109,16 @@ def resolve_datasets(
 
     if suite == "uci121":
         available = uci.list_uci121(root, max_rows=max_rows)
-        groups = {"arora90": uci.list_uci121(root, max_rows=max_rows, arora90=True),
-                  "multiclass": uci.list_uci121(root, max_rows=max_rows, min_classes=3)}
     else:
         available = uci.list_uci_regression(root, max_rows=max_rows)
-        groups = {}
     if not names or names == ["all"]:
         return available
     if len(names) == 1 and names[0] in UCI121_GROUPS:
         if suite != "uci121":
             raise ValueError(f"datasets: the group {names[0]!r} exists only for uci121")
-        return groups[names[0]]
+        if names[0] == "arora90":
+            return uci.list_uci121(root, max_rows=max_rows, arora90=True)
+        return uci.list_uci121(root, max_rows=max_rows, min_classes=3)
     known = set(uci.list_uci121(root) if suite == "uci121" else uci.list_uci_regression(root))
     unknown = [n for n in names if n not in known]
     if unknown:
