@@ -45,7 +45,7 @@ def solve_cholesky(
     ``eps * mean(diag K) * 10^k`` (``eps`` the dtype's machine epsilon, ``k = 0, 1, ...``) is added
     to the diagonal and the factorisation retried, at most ``max_tries`` times; a warning names
     the jitter used (``warn=False`` leaves the warning to the caller, who finds the jitter in
-    ``shift - ridge``). ``overwrite=True`` lets the function modify ``K`` to save one ``n x n``
+    the result's ``jitter``). ``overwrite=True`` lets the function modify ``K`` to save one ``n x n``
     copy.
     """
     if ridge < 0:
